@@ -1,0 +1,180 @@
+"""Keys and records: the TStorage data model.
+
+A record is a five-part :class:`Key` (cid, mid, moid, cap, acq) bound to a payload value.
+
+Both classes are real frozen, ordered dataclasses (``dataclasses.fields``, ``replace``,
+``asdict``, ``astuple``, pattern matching and ``FrozenInstanceError`` all work), but their
+storage is a tuple. That lets the protocol core build millions of them per second with C-level
+constructors (``tuple.__new__`` through ``map``) instead of running a Python ``__init__`` five
+``object.__setattr__`` calls deep for each one. The visible differences from a plain
+dataclass are additions: a key unpacks (``cid, mid, moid, cap, acq = key``), has ``len() == 5``
+and is an instance of ``tuple``. A key never compares equal to a plain tuple.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from operator import itemgetter
+from typing import Any, ClassVar, Generic, TypeVar
+
+__all__ = [
+    "ACQ_MAX",
+    "ACQ_MIN",
+    "CAP_MAX",
+    "CAP_MIN",
+    "CID_MAX",
+    "CID_MIN",
+    "MID_MAX",
+    "MID_MIN",
+    "MOID_MAX",
+    "MOID_MIN",
+    "Key",
+    "Record",
+]
+
+T = TypeVar("T")
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+CID_MIN, CID_MAX = 0, INT32_MAX
+MID_MIN, MID_MAX = INT64_MIN, INT64_MAX
+MOID_MIN, MOID_MAX = INT32_MIN, INT32_MAX
+CAP_MIN, CAP_MAX = INT64_MIN, INT64_MAX
+ACQ_MIN, ACQ_MAX = INT64_MIN, INT64_MAX
+
+_tuple_new = tuple.__new__
+_KEY_FIELDS = ("cid", "mid", "moid", "cap", "acq")
+
+
+@dataclasses.dataclass(frozen=True, order=True, init=False)
+class Key(tuple[int, int, int, int, int]):
+    """Identifier of a record: client id, meter id, meter object id, capture and acquisition time.
+
+    ``cap`` and ``acq`` are TStorage nanoseconds (since 2001-01-01 UTC). ``cid = -1`` and
+    ``acq = -1`` mean "unset": a key with a negative cid is invalid, and ``acq`` is set by the
+    server on ``put``. Keys are ordered component by component, as TStorage orders them.
+    """
+
+    __slots__ = ()
+
+    cid: int
+    mid: int
+    moid: int
+    cap: int
+    acq: int
+
+    __match_args__ = _KEY_FIELDS
+    _fields: ClassVar[tuple[str, ...]] = _KEY_FIELDS
+
+    def __new__(
+        cls, cid: int = -1, mid: int = 0, moid: int = 0, cap: int = 0, acq: int = -1
+    ) -> Key:
+        return _tuple_new(cls, (cid, mid, moid, cap, acq))
+
+    @classmethod
+    def _make(cls, values: tuple[int, int, int, int, int]) -> Key:
+        """Build a key from a 5-tuple without argument parsing (used by the protocol core)."""
+        return _tuple_new(cls, values)
+
+    @classmethod
+    def min(cls) -> Key:
+        """The smallest valid key: the lower corner of the whole key space."""
+        return _KEY_MIN
+
+    @classmethod
+    def max(cls) -> Key:
+        """The largest key: the (exclusive) upper corner of the whole key space."""
+        return _KEY_MAX
+
+    def valid(self) -> bool:
+        """True when every component is inside its wire range and cid is not negative."""
+        cid, mid, moid, cap, acq = self
+        return (
+            type(cid) is int
+            and CID_MIN <= cid <= CID_MAX
+            and INT64_MIN <= mid <= INT64_MAX
+            and INT32_MIN <= moid <= INT32_MAX
+            and INT64_MIN <= cap <= INT64_MAX
+            and INT64_MIN <= acq <= INT64_MAX
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Key):
+            return tuple.__eq__(self, other)
+        return NotImplemented if not isinstance(other, tuple) else False
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Key):
+            return tuple.__ne__(self, other)
+        return NotImplemented if not isinstance(other, tuple) else True
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        return "Key(cid={!r}, mid={!r}, moid={!r}, cap={!r}, acq={!r})".format(*self)
+
+    def __getnewargs__(self) -> tuple[int, int, int, int, int]:
+        return tuple(self)  # type: ignore[return-value]
+
+    def __copy__(self) -> Key:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Key:
+        return self
+
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Record(tuple[Key, T], Generic[T]):  # type: ignore[misc]
+    """A key bound to a payload value (of the channel's payload type ``T``)."""
+
+    __slots__ = ()
+
+    key: Key
+    value: T
+
+    __match_args__ = ("key", "value")
+
+    def __new__(cls, key: Key, value: T) -> Record[T]:
+        return _tuple_new(cls, (key, value))
+
+    @classmethod
+    def _make(cls, pair: tuple[Key, T]) -> Record[T]:
+        """Build a record from a (key, value) pair without argument parsing."""
+        return _tuple_new(cls, pair)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Record):
+            return tuple.__eq__(self, other)
+        return NotImplemented if not isinstance(other, tuple) else False
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Record):
+            return tuple.__ne__(self, other)
+        return NotImplemented if not isinstance(other, tuple) else True
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        return f"Record(key={self[0]!r}, value={self[1]!r})"
+
+    def __getnewargs__(self) -> tuple[Key, T]:
+        return (self[0], self[1])
+
+    def __copy__(self) -> Record[T]:
+        return self
+
+
+
+# The dataclass decorator saw only annotations; the values live in the tuple slots.
+for _i, _name in enumerate(_KEY_FIELDS):
+    setattr(Key, _name, property(itemgetter(_i), doc=f"The key's {_name}."))
+Record.key = property(itemgetter(0), doc="The record's key.")  # type: ignore[assignment]
+Record.value = property(itemgetter(1), doc="The record's payload value.")  # type: ignore[assignment]
+del _i, _name
+
+_KEY_MIN = Key(CID_MIN, MID_MIN, MOID_MIN, CAP_MIN, ACQ_MIN)
+_KEY_MAX = Key(CID_MAX, MID_MAX, MOID_MAX, CAP_MAX, ACQ_MAX)

@@ -1,0 +1,22 @@
+"""tstoraged: the TStorage ingestion daemon.
+
+Plugin authors need only this package root::
+
+    from tstoraged import hookimpl, Source, SourceConfig, SourceContext, SourceType
+"""
+
+from tstoraged._markers import hookimpl, hookspec
+from tstoraged.source import Ack, Source, SourceConfig, SourceContext, SourceType
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Ack",
+    "Source",
+    "SourceConfig",
+    "SourceContext",
+    "SourceType",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+]

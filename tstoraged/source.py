@@ -1,0 +1,124 @@
+"""The source interface: what a source plugin implements and what the core gives it.
+
+A source turns its input (file lines, MQTT messages, Modbus registers, ...) into *named fields*,
+lets the core's compiled mapping turn those into records (``context.map``), and hands records
+to the pipeline with ``await context.emit(records, ack)``. ``emit`` waits while the pipeline
+is full, so backpressure reaches the source. ``ack`` is called once those records are durable
+(in the spool when it is enabled, otherwise acknowledged by TStorage); a source commits its own
+position (file offset, broker ack) only then.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
+
+if TYPE_CHECKING:
+    import structlog
+
+    from tstorage_client.record import Record
+
+__all__ = ["Ack", "Source", "SourceConfig", "SourceContext", "SourceType"]
+
+Ack = Callable[[], object]
+"""Called without arguments, on the event loop, when the records of one ``emit`` are durable."""
+
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SourceConfig(BaseModel):
+    """Settings every source has. A source type's model subclasses this and adds its own keys.
+
+    Unknown keys are errors. ``key``, ``cap`` and ``payload`` describe how the source's named
+    fields become a TStorage key, capture time and payload (see ``docs/configuration.md``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(description="Source type, as registered by a plugin.")
+    name: str = Field(
+        pattern=SOURCE_NAME.pattern,
+        description="Unique name of this source; appears in logs, metrics and state paths.",
+    )
+    enabled: bool = Field(default=True, description="A disabled source is validated, not run.")
+    key: KeyMapping = Field(description="How fields become cid, mid and moid.")
+    cap: CapMapping = Field(
+        default_factory=CapMapping, description="How the capture time is found."
+    )
+    payload: PayloadMapping = Field(description="How fields become the payload bytes.")
+    lookups: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Named lookup tables (text -> integer) that key parts can refer to.",
+    )
+
+
+class SourceContext(ABC):
+    """What the core gives a running source. Implemented by the core; plugins only call it."""
+
+    name: str
+    """The source's configured name."""
+    log: structlog.typing.FilteringBoundLogger
+    """A logger bound with ``source=<name>``."""
+    state_dir: Path
+    """A private, existing directory for this source's checkpoints; survives restarts."""
+
+    @abstractmethod
+    def map(
+        self, fields: Mapping[str, Any], *, origin: str, raw: object = None
+    ) -> Record[bytes] | None:
+        """Turn named fields into a record with the source's compiled mapping.
+
+        On failure (missing field, value out of range, bad timestamp, ...) the input is counted,
+        logged (rate-limited) and written to the dead-letter file with ``origin`` (e.g.
+        ``"/data/a.csv:17"``) and the reason, and None is returned: the source goes on.
+        """
+
+    @abstractmethod
+    def reject(self, raw: object, reason: str, *, origin: str) -> None:
+        """Report input the source itself could not parse: counted, logged, dead-lettered."""
+
+    @abstractmethod
+    async def emit(self, records: Sequence[Record[bytes]], ack: Ack | None = None) -> None:
+        """Hand records to the pipeline; waits while it is full.
+
+        ``ack`` is called once every record of this call is durable. Acks of one source are
+        called in the order of their ``emit`` calls. ``records`` may be empty: the ack then
+        follows the previous emits (useful to commit a position that produced only rejects).
+        """
+
+
+class Source(ABC):
+    """Base class of source plugins: one instance per configured ``[[sources]]`` entry."""
+
+    config_model: ClassVar[type[SourceConfig]] = SourceConfig
+
+    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+        self.config = config
+        self.context = context
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Produce records until cancelled.
+
+        Returning means the source is finished (a one-shot import). Raising means it failed:
+        the core logs the error and restarts it after a backoff; other sources are unaffected.
+        Cancellation is the normal stop: clean up and re-raise ``CancelledError``.
+        """
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """A source type contributed by a plugin through ``tstoraged_source_types``."""
+
+    name: str
+    source_class: type[Source]
+    config_model: type[SourceConfig]
+    description: str = ""
