@@ -1,0 +1,1 @@
+"""The pipeline: sources -> bounded intake -> batcher -> (spool) -> writer -> TStorage."""
