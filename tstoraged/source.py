@@ -72,9 +72,18 @@ class SourceContext(ABC):
 
     @abstractmethod
     def map(
-        self, fields: Mapping[str, Any], *, origin: str, raw: object = None
+        self,
+        fields: Mapping[str, Any],
+        *,
+        origin: str,
+        raw: object = None,
+        received_ns: int | None = None,
     ) -> Record[bytes] | None:
         """Turn named fields into a record with the source's compiled mapping.
+
+        ``received_ns`` (Unix ns) is the input's receive time, used as capture time when the
+        mapping takes no ``cap`` field; default: now. Sources that map many rows at once give
+        each row its own receive time, or rows of one meter mapped together would share a key.
 
         On failure (missing field, value out of range, bad timestamp, ...) the input is counted,
         logged (rate-limited) and written to the dead-letter file with ``origin`` (e.g.
