@@ -1,0 +1,182 @@
+"""One client connection: read requests, answer them in order, close on the first error."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from tstorage_client.protocol.server import (
+    NEED_DATA,
+    ConnectionClosed,
+    GetAcqRequest,
+    GetRequest,
+    ProtocolError,
+    PutBatch,
+    PutEnd,
+    PutStart,
+    RequestParser,
+    encode_acq,
+    encode_error,
+    encode_get_end,
+    encode_get_failed_end,
+    encode_get_header,
+    encode_put_ok,
+)
+from tstorage_server.rules import range_error, storable_rows
+from tstorage_server.storage.base import PutTransaction, Storage
+
+__all__ = ["READ_SIZE", "Connection"]
+
+READ_SIZE = 256 * 1024
+"""Bytes read from the socket at a time; with one unfinished record this bounds the buffer."""
+
+log = structlog.get_logger("tstorage_server")
+
+
+class _RequestFailed(Exception):
+    """A request is refused; the reason is logged, an error header sent, the connection closed."""
+
+
+class Connection:
+    """Serves the requests of one connection strictly one after another."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        storage: Storage,
+        idle_timeout: float,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._storage = storage
+        self._idle_timeout = idle_timeout
+        self._parser = RequestParser()
+        self._put: PutTransaction | None = None
+        self._stopping = False
+        self.requests = 0
+        self.idle = True
+        """True while waiting for the first byte of the next request (safe to cancel)."""
+        peer: Any = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+    def stop_after_request(self) -> None:
+        """Finish the request in flight (if any), then close."""
+        self._stopping = True
+
+    async def serve(self) -> None:
+        """Run until the peer closes, an error, an idle timeout or a stop."""
+        reason = "closed by peer"
+        log.info("connection_open", peer=self.peer)
+        try:
+            reason = await self._serve_requests()
+        except _RequestFailed as failed:
+            reason = f"request failed: {failed}"
+        except (ConnectionError, OSError) as error:
+            reason = f"connection lost: {error!r}"
+        except asyncio.CancelledError:
+            reason = "server stopping"
+            raise
+        finally:
+            if self._put is not None:
+                await self._put.rollback()
+                self._put = None
+            log.info("connection_close", peer=self.peer, requests=self.requests, reason=reason)
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer.wait_closed(), 5)
+
+    async def _serve_requests(self) -> str:
+        parser = self._parser
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                self.idle = not parser.in_request and self._put is None
+                if self.idle and self._stopping:
+                    return "server stopping"
+                try:
+                    data = await asyncio.wait_for(self._reader.read(READ_SIZE), self._idle_timeout)
+                except TimeoutError:
+                    if self.idle:
+                        return "idle timeout"
+                    await self._fail(f"no data for {self._idle_timeout} s inside a request")
+                self.idle = False
+                parser.receive_data(data)
+            elif isinstance(event, PutBatch):
+                assert self._put is not None
+                await self._put.add(event.cid, storable_rows(event.cid, event.rows))
+            elif isinstance(event, PutStart):
+                self._put = self._storage.begin_put(event.with_acq)
+            elif isinstance(event, PutEnd):
+                await self._end_put()
+            elif isinstance(event, GetRequest):
+                await self._get(event)
+            elif isinstance(event, GetAcqRequest):
+                await self._get_acq(event)
+            elif isinstance(event, ProtocolError):
+                await self._fail(event.reason)
+            elif isinstance(event, ConnectionClosed):
+                return "closed by peer"
+
+    async def _fail(self, reason: str, response: bytes | None = None) -> None:
+        """Log, answer the error header (or ``response``), and end the connection."""
+        log.warning("request_failed", peer=self.peer, reason=reason)
+        if self._put is not None:
+            await self._put.rollback()
+            self._put = None
+        with contextlib.suppress(ConnectionError, OSError):
+            self._writer.write(encode_error() if response is None else response)
+            await self._writer.drain()
+        raise _RequestFailed(reason)
+
+    async def _end_put(self) -> None:
+        put = self._put
+        assert put is not None
+        self._put = None
+        try:
+            acq_min, acq_max = await put.commit()
+        except Exception as error:  # a storage failure fails this request only
+            await self._fail(f"storage error: {error!r}")
+        await self._respond(encode_put_ok(acq_min, acq_max))
+
+    async def _respond(self, data: bytes) -> None:
+        self.requests += 1
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def _check_range(self, event: GetRequest | GetAcqRequest) -> str | None:
+        return range_error(event.key_min, event.key_max, self._storage.clock.next_acq())
+
+    async def _get_acq(self, event: GetAcqRequest) -> None:
+        reason = self._check_range(event)
+        if reason is not None:
+            await self._fail(f"GET_ACQ: {reason}")
+        await self._respond(encode_acq(self._acq0(event)))
+
+    def _acq0(self, event: GetRequest | GetAcqRequest) -> int:
+        return min(self._storage.clock.stable(), event.key_max.acq)
+
+    async def _get(self, event: GetRequest) -> None:
+        reason = self._check_range(event)
+        if reason is not None:
+            await self._fail(f"GET: {reason}")
+        # acq0 before the read starts: every record below it is then in the read's snapshot.
+        acq = self._acq0(event)
+        writer = self._writer
+        writer.write(encode_get_header())
+        records = self._storage.read(event.key_min, event.key_max)
+        try:
+            async for chunk in records:
+                writer.write(chunk)
+                # Backpressure: never read ahead of what the client has taken.
+                await writer.drain()
+        except (ConnectionError, OSError):
+            raise
+        except Exception as error:  # a storage failure mid-stream: the "failed end" of a GET
+            await self._fail(f"GET: storage error: {error!r}", encode_get_failed_end())
+        finally:
+            await records.aclose()
+        await self._respond(encode_get_end(acq))

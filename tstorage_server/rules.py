@@ -1,0 +1,38 @@
+"""Server rules of the protocol doc that do not depend on the storage backend."""
+
+from __future__ import annotations
+
+from tstorage_client.protocol.server import PutRow
+from tstorage_client.record import ACQ_MAX, CAP_MAX, CID_MAX, MID_MAX, MOID_MAX, Key
+
+__all__ = ["range_error", "storable_rows"]
+
+
+def range_error(key_min: Key, key_max: Key, current_acq: int) -> str | None:
+    """Why the GET / GET_ACQ box is invalid, or None when it is valid.
+
+    Invalid: a negative cid in either key, a box that is empty in any component (keyMin not
+    strictly below keyMax), or keyMin.acq in the future (above ``current_acq``).
+    """
+    if key_min.cid < 0 or key_max.cid < 0:
+        return f"negative cid in range {tuple(key_min)}..{tuple(key_max)}"
+    for name, low, high in zip(Key._fields, key_min, key_max, strict=True):
+        if low >= high:
+            return f"empty range: keyMin.{name}={low} is not below keyMax.{name}={high}"
+    if key_min.acq > current_acq:
+        return f"keyMin.acq={key_min.acq} lies in the future (current acq {current_acq})"
+    return None
+
+
+def storable_rows(cid: int, rows: list[PutRow]) -> list[PutRow]:
+    """The rows of a PUT batch that are stored: keys with any component at its maximum are not.
+
+    TStorage answers such a PUT OK but silently drops those records; so do we.
+    """
+    if cid == CID_MAX:
+        return []
+    return [
+        row
+        for row in rows
+        if row[0] != MID_MAX and row[1] != MOID_MAX and row[2] != CAP_MAX and row[3] != ACQ_MAX
+    ]
