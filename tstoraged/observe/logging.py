@@ -1,0 +1,211 @@
+"""Logging setup for the daemon, after structlog's own advice.
+
+Everything is written to stdout, one line per event, flushed per line: systemd hands stdout to
+journald. On a terminal the output is structlog's console renderer; otherwise (journald, a
+pipe, a file) it is JSON lines. structlog events and the stdlib records of libraries go through
+one shared processor chain (timestamp in ISO UTC, level, logger name, secret redaction) and end
+in the same ``ProcessorFormatter``, so a pymodbus warning looks like our own lines.
+
+``configure_logging`` may be called again (config reload) with another level or format.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from pydantic import Secret, SecretBytes, SecretStr
+from structlog.typing import Processor
+
+from tstoraged.observe.ratelimit import RateLimiter, RateLimitFilter, RateLimitProcessor
+
+__all__ = [
+    "LEVELS",
+    "MASK",
+    "LogFormat",
+    "configure_logging",
+    "parse_level",
+    "redact_secrets",
+]
+
+LogFormat = Literal["auto", "json", "console"]
+
+LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+MASK = "**********"
+"""What a secret is rendered as (the same mask pydantic uses)."""
+
+_SECRET_TYPES = (SecretStr, SecretBytes, Secret)
+
+# Keys whose plain-string values are masked too: a safety net for a secret that was unwrapped
+# with get_secret_value() and then logged by mistake.
+_SENSITIVE_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "credentials",
+        "private_key",
+    }
+)
+
+# The structlog chain is one list object mutated in place on reconfiguration: loggers bound
+# before a reload (e.g. a source's ``log``) keep a reference to it and follow the new setup.
+_STRUCTLOG_CHAIN: list[Processor] = []
+_HANDLER_MARK = "_tstoraged_handler"
+
+
+def parse_level(level: str | int) -> int:
+    """Turn ``"info"``/``"WARNING"``/``20`` into a stdlib level number; ValueError otherwise."""
+    if isinstance(level, int):
+        return level
+    try:
+        return LEVELS[level.strip().lower()]
+    except KeyError:
+        expected = ", ".join(name for name in LEVELS if name != "warn")
+        raise ValueError(f"unknown log level {level!r}; expected one of {expected}") from None
+
+
+def redact_secrets(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: render pydantic secrets, and values of password-like keys, masked.
+
+    Looks into dicts, lists and tuples a few levels deep (a logged config section).
+    """
+    for key, value in event_dict.items():
+        if value is None:
+            continue
+        if isinstance(key, str) and key.lower() in _SENSITIVE_KEYS and value != "":
+            event_dict[key] = MASK
+            continue
+        masked = _mask(value, 3)
+        if masked is not value:
+            event_dict[key] = masked
+    return event_dict
+
+
+def _mask(value: object, depth: int) -> object:
+    """Return ``value`` with secrets masked; the same object when nothing needed masking."""
+    if isinstance(value, _SECRET_TYPES):
+        return MASK
+    if depth == 0:
+        return value
+    if isinstance(value, dict):
+        items = {
+            k: MASK
+            if isinstance(k, str) and k.lower() in _SENSITIVE_KEYS and v not in (None, "")
+            else _mask(v, depth - 1)
+            for k, v in value.items()
+        }
+        changed = any(items[k] is not v for k, v in value.items())
+        return items if changed else value
+    if isinstance(value, list | tuple):
+        masked = [_mask(v, depth - 1) for v in value]
+        if any(m is not v for m, v in zip(masked, value, strict=True)):
+            return type(value)(masked) if isinstance(value, tuple) else masked
+    return value
+
+
+def _is_tty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):  # closed or detached stream
+        return False
+
+
+def _shared_processors() -> list[Processor]:
+    """What every line gets, whether it came from structlog or from a library."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+
+
+def configure_logging(
+    level: str | int = "info",
+    fmt: LogFormat = "auto",
+    stream: TextIO | None = None,
+    *,
+    rate_limit_window: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Configure structlog and the stdlib root logger; safe to call again on reload.
+
+    ``fmt="auto"`` renders for humans when ``stream`` (default: ``sys.stdout``) is a terminal
+    and JSON lines otherwise. Warnings and errors that repeat (same event, level, logger and
+    ``source``/``target``/``reason``/``error`` fields) are let through once per
+    ``rate_limit_window`` seconds; the next one carries ``suppressed=N``.
+    """
+    levelno = parse_level(level)
+    if fmt not in ("auto", "json", "console"):
+        raise ValueError(f"unknown log format {fmt!r}; expected auto, json or console")
+    out = sys.stdout if stream is None else stream
+    tty = _is_tty(out)
+    render_json = fmt == "json" or (fmt == "auto" and not tty)
+
+    limiter = RateLimiter(rate_limit_window, clock=clock)
+    final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if render_json:
+        # A traceback as one string field: readable in `journalctl -o cat`, and unlike
+        # dict_tracebacks it does not dump local variables (which may hold secrets).
+        final += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        final.append(structlog.dev.ConsoleRenderer(colors=tty))
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            *_shared_processors(),
+            structlog.stdlib.ExtraAdder(allow=["suppressed"]),
+        ],
+        processors=final,
+    )
+
+    handler = logging.StreamHandler(out)  # flushes after every record
+    handler.setFormatter(formatter)
+    handler.addFilter(RateLimitFilter(limiter))
+    setattr(handler, _HANDLER_MARK, True)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(levelno)
+    logging.captureWarnings(True)
+
+    shared = _shared_processors()
+    _STRUCTLOG_CHAIN[:] = [
+        # Checks the stdlib level at call time, so a reload's new level also applies to
+        # loggers that were bound (and cached) before it.
+        structlog.stdlib.filter_by_level,
+        *shared[:3],
+        RateLimitProcessor(limiter),
+        *shared[3:],
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ]
+    structlog.configure(
+        processors=_STRUCTLOG_CHAIN,
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        context_class=dict,
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,1 @@
+"""The daemon's runtime: the event loop owner, signal handling, and talking to systemd."""
