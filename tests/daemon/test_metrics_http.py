@@ -188,5 +188,5 @@ async def test_stop_releases_the_port() -> None:
     await server.start()
     port = server.port
     await server.stop()
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
