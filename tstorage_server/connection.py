@@ -14,6 +14,7 @@ from tstorage_client.protocol.server import (
     GetAcqRequest,
     GetRequest,
     ProtocolError,
+    PutaBatch,
     PutBatch,
     PutEnd,
     PutStart,
@@ -107,7 +108,10 @@ class Connection:
                 parser.receive_data(data)
             elif isinstance(event, PutBatch):
                 assert self._put is not None
-                await self._put.add(event.cid, storable_rows(event.cid, event.rows))
+                await self._put.add(event.cid, storable_rows(event.cid, event.rows, False))
+            elif isinstance(event, PutaBatch):
+                assert self._put is not None
+                await self._put.add(event.cid, storable_rows(event.cid, event.rows, True))
             elif isinstance(event, PutStart):
                 self._put = self._storage.begin_put(event.with_acq)
             elif isinstance(event, PutEnd):

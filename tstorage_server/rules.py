@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from tstorage_client.protocol.server import PutRow
+from operator import itemgetter
+from typing import TypeVar
+
+from tstorage_client.protocol.server import PutaRow, PutRow
 from tstorage_client.record import ACQ_MAX, CAP_MAX, CID_MAX, MID_MAX, MOID_MAX, Key
 
 __all__ = ["range_error", "storable_rows"]
+
+RowT = TypeVar("RowT", PutRow, PutaRow)
+
+_mid, _moid, _cap, _puta_acq = itemgetter(1), itemgetter(2), itemgetter(3), itemgetter(4)
 
 
 def range_error(key_min: Key, key_max: Key, current_acq: int) -> str | None:
@@ -24,15 +31,27 @@ def range_error(key_min: Key, key_max: Key, current_acq: int) -> str | None:
     return None
 
 
-def storable_rows(cid: int, rows: list[PutRow]) -> list[PutRow]:
-    """The rows of a PUT batch that are stored: keys with any component at its maximum are not.
+def storable_rows(cid: int, rows: list[RowT], with_acq: bool) -> list[RowT]:
+    """The rows of a PUT / PUTA batch that are stored: keys with a component at its maximum are not.
 
-    TStorage answers such a PUT OK but silently drops those records; so do we.
+    TStorage answers such a PUT OK but silently drops those records; so do we. Rows are
+    ``(n, mid, moid, cap, [acq,] payload)``; the scan for maxima runs at C speed and the
+    per-row filter only when one is present.
     """
     if cid == CID_MAX:
         return []
-    return [
-        row
-        for row in rows
-        if row[0] != MID_MAX and row[1] != MOID_MAX and row[2] != CAP_MAX and row[3] != ACQ_MAX
-    ]
+    if (
+        MID_MAX in map(_mid, rows)
+        or MOID_MAX in map(_moid, rows)
+        or CAP_MAX in map(_cap, rows)
+        or (with_acq and ACQ_MAX in map(_puta_acq, rows))
+    ):
+        return [
+            row
+            for row in rows
+            if row[1] != MID_MAX
+            and row[2] != MOID_MAX
+            and row[3] != CAP_MAX
+            and not (with_acq and row[4] == ACQ_MAX)
+        ]
+    return rows

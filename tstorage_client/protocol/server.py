@@ -21,7 +21,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from operator import itemgetter
+from typing import Any, Final
 
 from tstorage_client.protocol.wire import (
     ACQ_RANGE_STRUCT,
@@ -50,6 +51,8 @@ __all__ = [
     "PutEnd",
     "PutRow",
     "PutStart",
+    "PutaBatch",
+    "PutaRow",
     "RequestEvent",
     "RequestParser",
     "encode_acq",
@@ -62,7 +65,10 @@ __all__ = [
 ]
 
 PutRow = tuple[int, int, int, int, bytes]
-"""One record of a PUT batch: ``(mid, moid, cap, acq, payload)``; ``acq`` is -1 for PUT."""
+"""One record of a PUT batch: ``(n, mid, moid, cap, payload)`` (``n`` as on the wire)."""
+
+PutaRow = tuple[int, int, int, int, int, bytes]
+"""One record of a PUTA batch: ``(n, mid, moid, cap, acq, payload)`` (``n`` as on the wire)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +96,18 @@ class PutStart:
 
 @dataclass(frozen=True, slots=True)
 class PutBatch:
-    """Records of one cid, as far as they have arrived (one wire batch may give several)."""
+    """PUT records of one cid, as far as they have arrived (one wire batch may give several)."""
 
     cid: int
     rows: list[PutRow]
+
+
+@dataclass(frozen=True, slots=True)
+class PutaBatch:
+    """PUTA records of one cid, as far as they have arrived (one wire batch may give several)."""
+
+    cid: int
+    rows: list[PutaRow]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +143,7 @@ RequestEvent = (
     | GetAcqRequest
     | PutStart
     | PutBatch
+    | PutaBatch
     | PutEnd
     | ProtocolError
     | ConnectionClosed
@@ -145,6 +160,7 @@ _PUTA_KEY_SIZE = PUTA_KEY.size  # 28
 # Largest number of rows handed out in one PutBatch: keeps each storage step small and bounded.
 MAX_ROWS_PER_EVENT = 8192
 
+_first = itemgetter(0)
 _int32_from = INT32.unpack_from
 _put_key_from = PUT_KEY.unpack_from
 _puta_key_from = PUTA_KEY.unpack_from
@@ -166,6 +182,7 @@ class RequestParser:
         self._cid = 0
         self._batch_left = 0
         self._error: ProtocolError | None = None
+        self._layouts: dict[int, struct.Struct] = {}  # record layout per n, for the fast path
 
     @property
     def in_request(self) -> bool:
@@ -284,9 +301,15 @@ class RequestParser:
         with_acq = self._with_acq
         key_size = _PUTA_KEY_SIZE if with_acq else _PUT_KEY_SIZE
         max_n = key_size + MAX_PAYLOAD
-        rows: list[PutRow] = []
-        append = rows.append
+        rows: list[Any] = []
         error: str | None = None
+        if end - pos >= 4:
+            (n,) = _int32_from(buf, pos)
+            if key_size <= n <= max_n:
+                rows, pos = self._uniform_records(n, pos, min(end - pos, left))
+                left -= pos - self._pos
+        # General path: records of differing sizes, one at a time.
+        append = rows.append
         while left > 0 and len(rows) < MAX_ROWS_PER_EVENT:
             if end - pos < 4:
                 break
@@ -300,13 +323,12 @@ class RequestParser:
             if end - pos < n + 4:
                 break
             start = pos + 4
-            if with_acq:
-                mid, moid, cap, acq = _puta_key_from(buf, start)
-            else:
-                mid, moid, cap = _put_key_from(buf, start)
-                acq = -1
             pos = start + n
-            append((mid, moid, cap, acq, bytes(buf[start + key_size : pos])))
+            payload = bytes(buf[start + key_size : pos])
+            if with_acq:
+                append((n, *_puta_key_from(buf, start), payload))
+            else:
+                append((n, *_put_key_from(buf, start), payload))
             left -= n + 4
         self._pos = pos
         self._batch_left = left
@@ -316,10 +338,38 @@ class RequestParser:
             self._state = _BATCH_HEAD
         if rows:
             # A detected error is reported on the next call: these rows are still well formed.
+            if with_acq:
+                return PutaBatch(self._cid, rows)
             return PutBatch(self._cid, rows)
         if left == 0:
             return None
         return self._starved()
+
+    def _uniform_records(self, n: int, pos: int, available: int) -> tuple[list[Any], int]:
+        """Fast path: unpack a run of records that all have size ``n`` in one C-level call.
+
+        Writers usually send fixed-size payloads, so a batch is mostly one record layout;
+        ``struct.iter_unpack`` then does the per-record work. Returns the rows and the new
+        position; an empty list when fewer than two records fit or sizes differ (the general
+        path then takes over and reports any error).
+        """
+        size = n + 4
+        count = min(available // size, MAX_ROWS_PER_EVENT)
+        if count < 2:
+            return [], pos
+        layout = self._layouts.get(n)
+        if layout is None:
+            if len(self._layouts) > 64:
+                self._layouts.clear()  # bounded cache: sizes vary wildly only in odd streams
+            key_format = "qiqq" if self._with_acq else "qiq"
+            key_size = _PUTA_KEY_SIZE if self._with_acq else _PUT_KEY_SIZE
+            layout = self._layouts[n] = struct.Struct(f"<i{key_format}{n - key_size}s")
+        with memoryview(self._buf) as view, view[pos : pos + count * size] as run:
+            rows = list(layout.iter_unpack(run))
+        # Every record of the run must announce the same n, or the run is not what it seemed.
+        if set(map(_first, rows)) != {n}:
+            return [], pos
+        return rows, pos + count * size
 
 
 _OK_EMPTY = HEADER.pack(0, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator
 
-from tstorage_client.protocol.server import PutRow
+from tstorage_client.protocol.server import PutaRow, PutRow
 from tstorage_client.record import Key
 from tstorage_server.acq import AcqClock
 
@@ -22,8 +22,11 @@ class PutTransaction(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def add(self, cid: int, rows: list[PutRow]) -> None:
-        """Add storable rows of one cid (already filtered by the server rules)."""
+    async def add(self, cid: int, rows: list[PutRow] | list[PutaRow]) -> None:
+        """Add storable rows of one cid (already filtered by the server rules).
+
+        Rows are PUT rows for a PUT transaction and PUTA rows for a PUTA one.
+        """
 
     @abc.abstractmethod
     async def commit(self) -> tuple[int, int]:

@@ -1,54 +1,64 @@
 """In-memory backend: fast, nothing survives the process.
 
-Records are grouped in *series* by ``(cid, mid, moid)``. A series maps ``(cap, acq)`` to the
-payload (upsert is a dict assignment) and keeps its keys in a list that is appended to and
-sorted lazily, on the next read after an out-of-order insert: ingest is mostly in time order,
-so appends are the common case and Timsort handles the rest in near-linear time.
+Records are grouped in *series* by ``(cid, mid, moid)``. A series holds three parallel lists,
+caps, acqs and the records' ready-to-send GET frames, kept sorted by ``(cap, acq)``. Ingest
+is mostly in time order, so the common write is three appends; an out-of-order or repeated
+key only marks the series dirty, and the next read re-sorts it once (deduplicating keys, last
+write wins). A GET bisects the caps and joins frame slices: nothing is built per record.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+import struct
+from bisect import bisect_left
 from collections.abc import AsyncGenerator
+from itertools import count
+from operator import itemgetter
+from typing import Any
 
-from tstorage_client.protocol.server import PutRow, encode_records
-from tstorage_client.record import Key
+from tstorage_client.protocol.server import PutaRow, PutRow
+from tstorage_client.protocol.wire import PUT_KEY, PUTA_KEY
+from tstorage_client.record import ACQ_MAX, ACQ_MIN, Key
 from tstorage_server.acq import AcqClock
 from tstorage_server.storage.base import NO_ACQ_RANGE, PutTransaction, Storage
 
 __all__ = ["MemoryStorage"]
 
 SeriesId = tuple[int, int, int]
-Stamp = tuple[int, int]  # cap, acq
 
 READ_CHUNK_ROWS = 8192
-"""Records encoded per chunk of a GET: bounds what one read step holds and how long it runs."""
+"""Records per chunk of a GET: bounds what one read step holds and how long it runs."""
+
+_frame_head = struct.Struct("<iiqiqq").pack  # n, cid, mid, moid, cap, acq
+# A GET frame's n counts the 32-byte key; the PUT / PUTA wire n counts 20 / 28 key bytes.
+_PUT_N_DELTA = 32 - PUT_KEY.size
+_PUTA_N_DELTA = 32 - PUTA_KEY.size
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 class _Series:
     """The records of one (cid, mid, moid)."""
 
-    __slots__ = ("payloads", "sorted", "stamps")
+    __slots__ = ("acqs", "caps", "dirty", "frames")
 
     def __init__(self) -> None:
-        self.payloads: dict[Stamp, bytes] = {}
-        self.stamps: list[Stamp] = []
-        self.sorted = True
+        self.caps: list[int] = []
+        self.acqs: list[int] = []
+        self.frames: list[bytes] = []
+        self.dirty = False
 
-    def put(self, stamp: Stamp, payload: bytes) -> None:
-        payloads = self.payloads
-        if stamp not in payloads:
-            stamps = self.stamps
-            if stamps and stamp < stamps[-1]:
-                self.sorted = False
-            stamps.append(stamp)
-        payloads[stamp] = payload
-
-    def ordered(self) -> list[Stamp]:
-        if not self.sorted:
-            self.stamps.sort()
-            self.sorted = True
-        return self.stamps
+    def views(self) -> tuple[list[int], list[int], list[bytes]]:
+        """Sorted caps, acqs and frames; the lists are replaced on re-sort, never reordered."""
+        if self.dirty:
+            # dict() keeps the last frame of a repeated key: upsert, last write wins.
+            latest = dict(zip(zip(self.caps, self.acqs, strict=True), self.frames, strict=True))
+            items = sorted(latest.items(), key=_first)
+            keys = list(map(_first, items))
+            self.caps = list(map(_first, keys))
+            self.acqs = list(map(_second, keys))
+            self.frames = list(map(_second, items))
+            self.dirty = False
+        return self.caps, self.acqs, self.frames
 
 
 class MemoryStorage(Storage):
@@ -57,30 +67,57 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self.clock = AcqClock()
         self._series: dict[SeriesId, _Series] = {}
+        # Bounds of every acq stored: a GET whose acq range covers them needs no acq filter.
+        self._acq_lo = ACQ_MAX
+        self._acq_hi = ACQ_MIN
 
     def begin_put(self, with_acq: bool) -> PutTransaction:
         return _MemoryPut(self, with_acq)
 
-    def apply(self, batches: list[tuple[int, list[PutRow]]], with_acq: bool) -> tuple[int, int]:
-        """Store the batches at once (synchronously: nothing can observe a half-applied PUT)."""
-        count = sum(len(rows) for _, rows in batches)
-        if count == 0:
+    def _series_of(self, cid: int, mid: int, moid: int) -> _Series:
+        series = self._series.get((cid, mid, moid))
+        if series is None:
+            series = self._series[(cid, mid, moid)] = _Series()
+        return series
+
+    def apply_put(self, batches: list[tuple[int, list[PutRow]]]) -> tuple[int, int]:
+        """Store PUT rows with fresh acqs, at once (nothing can see a half-applied PUT)."""
+        total = sum(len(rows) for _, rows in batches)
+        if total == 0:
             return NO_ACQ_RANGE
-        acq = -1 if with_acq else self.clock.assign(count)
-        first = acq
-        all_series = self._series
+        first = self.clock.assign(total)
+        self._acq_lo = min(self._acq_lo, first)
+        self._acq_hi = first + total - 1
+        acqs = count(first)
+        get = self._series.get
+        head = _frame_head
         for cid, rows in batches:
-            for mid, moid, cap, row_acq, payload in rows:
-                series_id = (cid, mid, moid)
-                series = all_series.get(series_id)
-                if series is None:
-                    series = all_series[series_id] = _Series()
-                if with_acq:
-                    series.put((cap, row_acq), payload)
-                else:
-                    series.put((cap, acq), payload)
-                    acq += 1
-        return NO_ACQ_RANGE if with_acq else (first, acq - 1)
+            for (n, mid, moid, cap, payload), acq in zip(rows, acqs, strict=False):
+                series = get((cid, mid, moid)) or self._series_of(cid, mid, moid)
+                caps = series.caps
+                if caps and (cap < caps[-1] or (cap == caps[-1] and acq <= series.acqs[-1])):
+                    series.dirty = True
+                caps.append(cap)
+                series.acqs.append(acq)
+                series.frames.append(head(n + _PUT_N_DELTA, cid, mid, moid, cap, acq) + payload)
+        return first, first + total - 1
+
+    def apply_puta(self, batches: list[tuple[int, list[PutaRow]]]) -> None:
+        """Store PUTA rows with the client's acqs (upsert: a repeated key replaces the record)."""
+        get = self._series.get
+        head = _frame_head
+        for cid, rows in batches:
+            row_acqs = [row[4] for row in rows]
+            self._acq_lo = min(self._acq_lo, min(row_acqs))
+            self._acq_hi = max(self._acq_hi, max(row_acqs))
+            for n, mid, moid, cap, acq, payload in rows:
+                series = get((cid, mid, moid)) or self._series_of(cid, mid, moid)
+                caps = series.caps
+                if caps and (cap < caps[-1] or (cap == caps[-1] and acq <= series.acqs[-1])):
+                    series.dirty = True
+                caps.append(cap)
+                series.acqs.append(acq)
+                series.frames.append(head(n + _PUTA_N_DELTA, cid, mid, moid, cap, acq) + payload)
 
     async def read(self, key_min: Key, key_max: Key) -> AsyncGenerator[bytes, None]:
         cid_lo, mid_lo, moid_lo, cap_lo, acq_lo = key_min
@@ -93,36 +130,29 @@ class MemoryStorage(Storage):
             and mid_lo <= sid[1] < mid_hi
             and moid_lo <= sid[2] < moid_hi
         )
-        rows: list[tuple[int, int, int, int, int, bytes]] = []
+        acq_filter = not (acq_lo <= self._acq_lo and self._acq_hi < acq_hi)
+        chunk: list[bytes] = []
+        scanned = 0  # records looked at since the last yield: bounds the work of one step
         for sid in ids:
-            cid, mid, moid = sid
-            series = self._series[sid]
-            resume: Stamp = (cap_lo, acq_lo)
-            inclusive = True
-            while True:
-                # Re-seek after every chunk: PUTs between chunks may insert into this series.
-                stamps = series.ordered()
-                payloads = series.payloads
-                pos = bisect_left(stamps, resume) if inclusive else bisect_right(stamps, resume)
-                end = len(stamps)
-                while pos < end and len(rows) < READ_CHUNK_ROWS:
-                    stamp = stamps[pos]
-                    pos += 1
-                    cap, acq = stamp
-                    if cap >= cap_hi:
-                        pos = end
-                        break
-                    if acq_lo <= acq < acq_hi:
-                        rows.append((cid, mid, moid, cap, acq, payloads[stamp]))
-                if len(rows) < READ_CHUNK_ROWS:
-                    break  # this series is exhausted; keep filling the chunk from the next one
-                resume, inclusive = stamps[pos - 1], False
-                yield encode_records(rows)
-                rows = []
-                if pos >= end:
-                    break
-        if rows:
-            yield encode_records(rows)
+            # Later PUTs only append to these lists (a re-sort replaces them), so the
+            # positions below stay valid across the yields.
+            caps, acqs, frames = self._series[sid].views()
+            lo = bisect_left(caps, cap_lo)
+            hi = bisect_left(caps, cap_hi)
+            while lo < hi:
+                take = min(hi, lo + READ_CHUNK_ROWS - scanned)
+                if acq_filter:
+                    chunk += [frames[i] for i in range(lo, take) if acq_lo <= acqs[i] < acq_hi]
+                else:
+                    chunk += frames[lo:take]
+                scanned += take - lo
+                lo = take
+                if scanned >= READ_CHUNK_ROWS:
+                    yield b"".join(chunk)
+                    chunk = []
+                    scanned = 0
+        if chunk:
+            yield b"".join(chunk)
 
     async def close(self) -> None:
         self._series.clear()
@@ -134,15 +164,18 @@ class _MemoryPut(PutTransaction):
     def __init__(self, storage: MemoryStorage, with_acq: bool) -> None:
         self._storage = storage
         self._with_acq = with_acq
-        self._batches: list[tuple[int, list[PutRow]]] = []
+        self._batches: list[tuple[int, Any]] = []
 
-    async def add(self, cid: int, rows: list[PutRow]) -> None:
+    async def add(self, cid: int, rows: list[PutRow] | list[PutaRow]) -> None:
         if rows:
             self._batches.append((cid, rows))
 
     async def commit(self) -> tuple[int, int]:
         batches, self._batches = self._batches, []
-        return self._storage.apply(batches, self._with_acq)
+        if self._with_acq:
+            self._storage.apply_puta(batches)
+            return NO_ACQ_RANGE
+        return self._storage.apply_put(batches)
 
     async def rollback(self) -> None:
         self._batches = []

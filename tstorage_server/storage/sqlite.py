@@ -22,9 +22,11 @@ import sqlite3
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import count
+from operator import itemgetter
 from typing import Any, Literal, TypeVar
 
-from tstorage_client.protocol.server import PutRow, encode_records
+from tstorage_client.protocol.server import PutaRow, PutRow, encode_records
 from tstorage_client.record import Key
 from tstorage_server.acq import AcqClock
 from tstorage_server.storage.base import NO_ACQ_RANGE, PutTransaction, Storage
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) 
 _UPSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)"
 _SAVE_LAST_ACQ = "INSERT OR REPLACE INTO meta VALUES ('last_acq', ?)"
 _COLUMNS = ("cid", "mid", "moid", "cap", "acq")
+_first = itemgetter(0)
 
 STAGE_LIMIT_BYTES = 16 * 1024 * 1024
 """A PUT up to this size is staged in memory and written in one step; a larger one streams
@@ -215,16 +218,20 @@ def _finish_read(rows: Generator[FullRow, None, None], conn: sqlite3.Connection)
         conn.execute("COMMIT")
 
 
-def _insert(
-    conn: sqlite3.Connection, batches: list[tuple[int, list[PutRow]]], acq: int | None
-) -> None:
+Batches = list[tuple[int, Any]]
+"""(cid, rows) pairs: PUT rows when an acq is assigned, PUTA rows otherwise."""
+
+
+def _insert(conn: sqlite3.Connection, batches: Batches, acq: int | None) -> None:
     """Insert batches; ``acq`` is the first acq to assign (PUT), or None to keep row acqs (PUTA)."""
     for cid, rows in batches:
         if acq is None:
-            conn.executemany(_UPSERT, [(cid, m, o, c, a, p) for m, o, c, a, p in rows])
+            puta_rows: list[PutaRow] = rows
+            conn.executemany(_UPSERT, [(cid, m, o, c, a, p) for _, m, o, c, a, p in puta_rows])
         else:
+            put_rows: list[PutRow] = rows
             conn.executemany(
-                _UPSERT, [(cid, m, o, c, acq + i, p) for i, (m, o, c, _, p) in enumerate(rows)]
+                _UPSERT, [(cid, m, o, c, a, p) for (_, m, o, c, p), a in zip(put_rows, count(acq))]
             )
             acq += len(rows)
 
@@ -240,7 +247,7 @@ def _commit(conn: sqlite3.Connection, last_acq: int) -> None:
 
 def _write_all(
     conn: sqlite3.Connection,
-    batches: list[tuple[int, list[PutRow]]],
+    batches: Batches,
     acq: int | None,
     last_acq: int,
 ) -> None:
@@ -269,18 +276,18 @@ class _SqlitePut(PutTransaction):
         self._storage = storage
         self._clock = storage.clock
         self._with_acq = with_acq
-        self._staged: list[tuple[int, list[PutRow]]] = []
+        self._staged: Batches = []
         self._staged_bytes = 0
         self._streaming = False
         self._first_acq = -1  # first acq assigned (and held) by this PUT, -1 before any
         self._last_acq = -1
 
-    async def add(self, cid: int, rows: list[PutRow]) -> None:
+    async def add(self, cid: int, rows: list[PutRow] | list[PutaRow]) -> None:
         if not rows:
             return
         self._staged.append((cid, rows))
-        # 64 bytes approximates a row's key tuple and bookkeeping beside its payload.
-        self._staged_bytes += sum(len(row[4]) + 64 for row in rows)
+        # Wire size n plus 64 bytes approximates a staged row with its key tuple.
+        self._staged_bytes += sum(map(_first, rows)) + 64 * len(rows)
         if self._staged_bytes < STAGE_LIMIT_BYTES:
             return
         if not self._streaming:
