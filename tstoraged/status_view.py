@@ -32,6 +32,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from tstoraged.observe.http import parse_listen
 from tstoraged.observe.humanize import human_age, human_bytes, human_count
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "fetch_status",
     "render_status",
     "status_command",
+    "status_url_from_listen",
     "watch_status",
 ]
 
@@ -54,6 +56,16 @@ _STATE_STYLES = {"running": "green", "finished": "cyan", "stopped": "yellow"}
 
 class StatusUnavailable(Exception):
     """The daemon did not answer, or answered something that is not a status document."""
+
+
+def status_url_from_listen(listen: str) -> str:
+    """The URL to ask a daemon whose ``[metrics] listen`` is ``listen``.
+
+    A wildcard address (the daemon listens everywhere) is asked on loopback.
+    """
+    host, port = parse_listen(listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def status_endpoint(url: str) -> str:

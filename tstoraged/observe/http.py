@@ -27,6 +27,7 @@ __all__ = [
     "ObservabilityServer",
     "Readiness",
     "ReadinessCheck",
+    "parse_listen",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -37,6 +38,21 @@ _MAX_HEAD = 32 * 1024  # request line plus all headers
 _MAX_HEADERS = 64
 
 log = logging.getLogger(__name__)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:9108"`` -> ``("127.0.0.1", 9108)``; ``"[::1]:9108"`` -> ``("::1", 9108)``.
+
+    An empty host (``":9108"``) means all IPv4 interfaces. ValueError when malformed.
+    """
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"expected host:port, got {listen!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host must be in brackets, e.g. [::1]:9108, got {listen!r}")
+    return host or "0.0.0.0", int(port_text)
 
 
 @dataclass(frozen=True)
