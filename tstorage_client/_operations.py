@@ -1,0 +1,112 @@
+"""Requests as generators: put, get, get_stream/get_iter and get_acq, each written once.
+
+An operation is a generator that tells the channel running it what to do next:
+
+- it yields ``bytes``: send them, then resume it with ``None``;
+- it yields ``NEED_DATA``: receive, then resume it with the data (``b""`` when the peer closed);
+- it yields a ``RecordsBatch``: hand the records to the consumer (get_stream's callback,
+  get_iter's loop), then resume it with ``None``.
+
+It returns the final ``Response``. ``Channel`` (blocking sockets) and ``AsyncChannel``
+(asyncio) only pump bytes through these; all protocol decisions live here and in
+``tstorage_client.protocol.client``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from typing import Any, TypeVar
+
+from tstorage_client.protocol.client import (
+    NEED_DATA,
+    AcqResponseParser,
+    GetResponseParser,
+    NeedData,
+    PutResponseParser,
+    RecordsBatch,
+)
+from tstorage_client.response import (
+    Response,
+    ResponseAcq,
+    ResponseGet,
+    ResponsePut,
+    ResponseStatus,
+)
+
+__all__ = [
+    "Instruction",
+    "Operation",
+    "get_acq_operation",
+    "get_operation",
+    "put_operation",
+    "stream_operation",
+]
+
+R = TypeVar("R", bound=Response)
+
+Instruction = bytes | NeedData | RecordsBatch
+Operation = Generator[Instruction, bytes | None, R]
+
+
+def _until_final(
+    parser: GetResponseParser | PutResponseParser | AcqResponseParser,
+) -> Generator[Instruction, bytes | None, Any]:
+    """Feed the parser until its final response; pass record batches up on the way."""
+    while True:
+        event = parser.next_event()
+        if event is NEED_DATA:
+            data = yield NEED_DATA
+            if data:
+                parser.feed(data)
+            else:
+                parser.feed_eof()
+        elif type(event) is RecordsBatch:
+            yield event
+        else:
+            return event
+
+
+def put_operation(chunks: Iterable[bytes]) -> Operation[ResponsePut]:
+    """PUT/PUTA: send the encoded chunks, then read the ResponsePut."""
+    yield from chunks
+    response: ResponsePut = yield from _until_final(PutResponseParser())
+    return response
+
+
+def get_acq_operation(request: bytes) -> Operation[ResponseAcq]:
+    """GET_ACQ: send the request, read the ResponseAcq."""
+    yield request
+    response: ResponseAcq = yield from _until_final(AcqResponseParser())
+    return response
+
+
+def stream_operation(request: bytes, parser: GetResponseParser) -> Operation[ResponseAcq]:
+    """GET consumed batch by batch (get_stream, get_iter): yields each RecordsBatch."""
+    yield request
+    response: ResponseAcq = yield from _until_final(parser)
+    return response
+
+
+def get_operation(request: bytes, parser: GetResponseParser) -> Operation[ResponseGet[Any]]:
+    """GET held whole (get): collects the batches; NO_MEMORY beyond parser.memory_limit."""
+    stream = stream_operation(request, parser)
+    batches: list[Any] = []
+    total = 0
+    reply: bytes | None = None
+    while True:
+        try:
+            instruction = stream.send(reply)
+        except StopIteration as stop:
+            final: ResponseAcq = stop.value
+            break
+        if type(instruction) is RecordsBatch:
+            total += instruction.nbytes
+            if total > parser.memory_limit:
+                return ResponseGet(ResponseStatus.NO_MEMORY)
+            batches.append(instruction.records)
+            reply = None
+        else:
+            reply = yield instruction
+    if not final:
+        return ResponseGet(final.result)
+    return ResponseGet(ResponseStatus.OK, final.acq, parser.codec.join(batches))

@@ -1,0 +1,358 @@
+"""Bulk conversion between Record objects and the wire bytes of PUT/PUTA/GET records.
+
+This is the hot path of the library, so it is written for CPython's C-level loops: ``map``,
+``zip``, ``itertools`` and ``struct`` do the per-record work, Python code runs per *run* of
+records (records of one size) or per batch, never per record.
+
+- Decoding a GET run: one ``struct.Struct("<i iqiqq" + payload)`` unpacks all records of one
+  size at once (``iter_unpack``); keys and records are built with ``tuple.__new__`` through
+  ``map`` (``Key``/``Record`` are tuple-backed dataclasses for exactly this reason).
+- Encoding a PUT chunk: records are grouped by cid (stable sort), then each record is packed
+  with one cached ``Struct`` fed by ``map`` over the key columns.
+
+Fixed-size payload types (``StructPayloadType``/``TuplePayloadType`` with a little-endian
+or size-compatible native format) have their payload format inlined into the record struct.
+Any other ``PayloadType`` goes through its ``to_bytes_many``/``from_bytes_many``.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate, chain, islice, repeat, takewhile
+from operator import add, itemgetter
+from typing import Any, Protocol
+
+from tstorage_client.payload_type import PayloadType, StructPayloadType, TuplePayloadType
+from tstorage_client.protocol import wire
+from tstorage_client.record import Key, Record
+from tstorage_client.records_set import RecordsSet
+
+__all__ = [
+    "PUT_CHUNK_RECORDS",
+    "BatchSpan",
+    "RecordCodec",
+    "RecordsCodec",
+    "UnparseableRecord",
+    "codec_for",
+    "split_by_bytes",
+    "split_by_count",
+]
+
+PUT_CHUNK_RECORDS = 16384
+"""How many records put/puta take from the caller's iterable at a time (bounds memory)."""
+
+# At most this many per-size structs are cached; a server sending records of ever new sizes
+# must not grow the cache without bound.
+_MAX_CACHED_SIZES = 64
+
+_tuple_new = tuple.__new__
+_ITEM0 = itemgetter(0)
+_ITEM1 = itemgetter(1)
+_ITEM2 = itemgetter(2)
+_ITEM3 = itemgetter(3)
+_ITEM4 = itemgetter(4)
+_ITEM6 = itemgetter(6)
+_KEY_OF_ROW = itemgetter(1, 2, 3, 4, 5)
+_AFTER_KEY = itemgetter(slice(6, None))
+
+BatchSpan = tuple[int, int, int, int]
+"""(cid, start, stop, batch_bytes): records[start:stop] form one per-cid batch."""
+
+
+class UnparseableRecord(Exception):
+    """A record's payload could not be decoded by the payload type (UNPARSEABLE_ENTITY)."""
+
+
+class RecordsCodec(Protocol):
+    """What the protocol core needs from a payload-specific codec."""
+
+    def encode_put_body(
+        self,
+        records: Any,
+        *,
+        with_acq: bool,
+        max_batch_size: int,
+        skip_invalid: bool,
+    ) -> Iterator[bytes]:
+        """Per-cid batches for ``records`` (without request header and end guard)."""
+        ...
+
+    def decode_run(self, buf: bytes | bytearray, pos: int, n: int, count: int) -> tuple[Any, int]:
+        """Decode up to ``count`` records of wire size ``4 + n`` at ``pos``.
+
+        Returns (piece, decoded): the run stops early at the first record of another size.
+        Raises :class:`UnparseableRecord` when a payload cannot be decoded.
+        """
+        ...
+
+    def join(self, pieces: list[Any]) -> RecordsSet[Any]:
+        """Concatenate decoded pieces into one records set."""
+        ...
+
+    def iter_records(self, batch: RecordsSet[Any]) -> Iterable[Record[Any]]:
+        """The records of a joined batch as Record objects."""
+        ...
+
+
+def codec_for(payload_type: PayloadType[Any]) -> RecordsCodec:
+    """The codec for a payload type (payload types may bring their own, e.g. numpy)."""
+    make = getattr(payload_type, "make_codec", None)
+    if make is not None:
+        codec: RecordsCodec = make()
+        return codec
+    return RecordCodec(payload_type)
+
+
+def split_by_count(
+    cid: int, start: int, stop: int, record_size: int, max_bytes: int
+) -> Iterator[BatchSpan]:
+    """Split a group of equal-sized records into batches of at most ``max_bytes``.
+
+    Every batch holds at least one record, even one larger than ``max_bytes``.
+    """
+    per_batch = max(1, max_bytes // record_size)
+    for a in range(start, stop, per_batch):
+        b = min(a + per_batch, stop)
+        yield cid, a, b, (b - a) * record_size
+
+
+def split_by_bytes(
+    cid: int, start: int, stop: int, ends: list[int], max_bytes: int
+) -> Iterator[BatchSpan]:
+    """Split a group by byte size; ``ends[i]`` is the cumulative size through record i.
+
+    Every batch holds at least one record, even one larger than ``max_bytes``.
+    """
+    a = start
+    while a < stop:
+        base = ends[a - 1] if a else 0
+        b = max(bisect_right(ends, base + max_bytes, a, stop), a + 1)
+        yield cid, a, b, ends[b - 1] - base
+        a = b
+
+
+def group_by_cid(cids: list[int]) -> tuple[list[int] | None, list[tuple[int, int, int]]]:
+    """Group positions by cid: (order to apply or None, [(cid, start, stop), ...]).
+
+    Records of one cid keep their order (stable sort): the same key written twice in one
+    put must keep "last write wins".
+    """
+    count = len(cids)
+    first = cids[0]
+    if cids.count(first) == count:
+        return None, [(first, 0, count)]
+    order = sorted(range(count), key=cids.__getitem__)
+    ordered = sorted(cids)
+    groups = []
+    a = 0
+    while a < count:
+        cid = ordered[a]
+        b = bisect_right(ordered, cid, a)
+        groups.append((cid, a, b))
+        a = b
+    return order, groups
+
+
+def _inline_payload(payload_type: PayloadType[Any]) -> tuple[str, bool] | None:
+    """(struct body, is_tuple) when the payload struct can be inlined into a '<' record struct."""
+    if type(payload_type) is StructPayloadType:
+        is_tuple = False
+    elif type(payload_type) is TuplePayloadType:
+        is_tuple = True
+    else:
+        return None
+    fmt: str = payload_type.struct.format
+    body = fmt[1:] if fmt[:1] in "<>!=@" else fmt
+    prefix = fmt[:1] if fmt[:1] in "<>!=@" else "@"
+    if prefix in ">!":
+        return None
+    try:
+        standard = struct.calcsize("<" + body)
+    except struct.error:  # native-only codes such as 'P' or 'n'
+        return None
+    # A native format equals the little-endian one only without padding and on a LE machine.
+    if prefix in "@=" and (sys.byteorder != "little" or standard != payload_type.struct.size):
+        return None
+    return body, is_tuple
+
+
+class RecordCodec:
+    """Codec between ``Record`` objects and wire bytes for any ``PayloadType``."""
+
+    def __init__(self, payload_type: PayloadType[Any]) -> None:
+        self.payload_type = payload_type
+        self._inline = _inline_payload(payload_type)
+        self._value_count = 0
+        if self._inline is not None:
+            self._value_count = len(
+                struct.unpack("<" + self._inline[0], bytes(struct.calcsize("<" + self._inline[0])))
+            )
+        self._decoders: dict[
+            int, Callable[[bytes | bytearray, int, int], tuple[list[Any], int]]
+        ] = {}
+
+    # ---------------------------------------------------------------- encoding (PUT/PUTA)
+
+    def encode_put_body(
+        self,
+        records: Iterable[Record[Any]],
+        *,
+        with_acq: bool,
+        max_batch_size: int,
+        skip_invalid: bool,
+    ) -> Iterator[bytes]:
+        """Per-cid batches, one bytes object per chunk of PUT_CHUNK_RECORDS input records."""
+        source = iter(records)
+        while chunk := list(islice(source, PUT_CHUNK_RECORDS)):
+            body, complete = self.encode_chunk(chunk, with_acq, max_batch_size, skip_invalid)
+            if body:
+                yield body
+            if not complete:  # an invalid key ended the stream
+                return
+
+    def encode_chunk(
+        self, chunk: list[Record[Any]], with_acq: bool, max_batch_size: int, skip_invalid: bool
+    ) -> tuple[bytes, bool]:
+        """Encode one chunk; returns (bytes, False if an invalid key ended the stream here)."""
+        keys: list[Key] = list(map(_ITEM0, chunk))
+        cids: list[int] = list(map(_ITEM0, keys))
+        if min(cids) >= 0:
+            try:
+                return self._encode_valid(chunk, keys, cids, with_acq, max_batch_size), True
+            except (struct.error, OverflowError, TypeError):
+                pass  # some key is out of range or of the wrong type: find it below
+        valid = [type(k) is Key and k.valid() for k in keys]
+        complete = True
+        if skip_invalid:
+            chunk = [r for r, ok in zip(chunk, valid, strict=True) if ok]
+        elif not all(valid):
+            chunk = chunk[: valid.index(False)]
+            complete = False
+        if not chunk:
+            return b"", complete
+        keys = list(map(_ITEM0, chunk))
+        cids = list(map(_ITEM0, keys))
+        # Keys are valid now, so an error here comes from a payload value: the caller's bug.
+        return self._encode_valid(chunk, keys, cids, with_acq, max_batch_size), complete
+
+    def _encode_valid(
+        self,
+        chunk: list[Record[Any]],
+        keys: list[Key],
+        cids: list[int],
+        with_acq: bool,
+        max_batch_size: int,
+    ) -> bytes:
+        order, groups = group_by_cid(cids)
+        if order is not None:
+            chunk = list(map(chunk.__getitem__, order))
+            keys = list(map(keys.__getitem__, order))
+        key_columns = [map(_ITEM1, keys), map(_ITEM2, keys), map(_ITEM3, keys)]
+        if with_acq:
+            key_columns.append(map(_ITEM4, keys))
+        key_size = wire.PUTA_KEY.size if with_acq else wire.PUT_KEY.size
+        key_fmt = "<iqiqq" if with_acq else "<iqiq"
+        if self._inline is not None:
+            body_fmt, is_tuple = self._inline
+            packer = struct.Struct(key_fmt + body_fmt)
+            n = packer.size - 4
+            if is_tuple:
+                values = list(map(_ITEM1, chunk))
+                value_columns = [map(itemgetter(j), values) for j in range(self._value_count)]
+            else:
+                value_columns = [map(_ITEM1, chunk)]
+            packed = list(map(packer.pack, repeat(n), *key_columns, *value_columns))
+            spans = chain.from_iterable(
+                split_by_count(cid, a, b, n + 4, max_batch_size) for cid, a, b in groups
+            )
+        else:
+            payloads = self.payload_type.to_bytes_many(map(_ITEM1, chunk))
+            sizes = list(map(len, payloads))
+            if max(sizes) > wire.MAX_PAYLOAD:
+                raise ValueError(f"a payload exceeds the {wire.MAX_PAYLOAD}-byte limit")
+            header = struct.Struct(key_fmt)
+            heads = map(header.pack, map(add, sizes, repeat(key_size)), *key_columns)
+            packed = list(map(add, heads, payloads))
+            ends = list(accumulate(map(add, sizes, repeat(key_size + 4))))
+            spans = chain.from_iterable(
+                split_by_bytes(cid, a, b, ends, max_batch_size) for cid, a, b in groups
+            )
+        return _join_batches(packed, spans)
+
+    # ---------------------------------------------------------------- decoding (GET)
+
+    def decode_run(
+        self, buf: bytes | bytearray, pos: int, n: int, count: int
+    ) -> tuple[list[Record[Any]], int]:
+        """Decode up to ``count`` records of size ``4 + n`` starting at ``pos``."""
+        decoder = self._decoders.get(n)
+        if decoder is None:
+            if len(self._decoders) >= _MAX_CACHED_SIZES:
+                self._decoders.clear()
+            decoder = self._decoders[n] = self._make_decoder(n)
+        return decoder(buf, pos, count)
+
+    def _make_decoder(
+        self, n: int
+    ) -> Callable[[bytes | bytearray, int, int], tuple[list[Record[Any]], int]]:
+        payload_size = n - wire.KEY_SIZE
+        inline = self._inline
+        if inline is not None and struct.calcsize("<" + inline[0]) == payload_size:
+            row = struct.Struct("<iiqiqq" + inline[0])
+            values_of: Callable[[list[tuple[Any, ...]]], Iterable[Any]] = (
+                (lambda rows: map(_AFTER_KEY, rows))
+                if inline[1]
+                else (lambda rows: map(_ITEM6, rows))
+            )
+        else:
+            row = struct.Struct(f"<iiqiqq{payload_size}s")
+            from_bytes_many = self.payload_type.from_bytes_many
+
+            def values_of(rows: list[tuple[Any, ...]]) -> Iterable[Any]:
+                values = from_bytes_many(map(_ITEM6, rows))
+                if None in values:
+                    raise UnparseableRecord("the payload type could not decode a payload")
+                return values
+
+        size = row.size
+        iter_unpack = row.iter_unpack
+        n_matches = n.__eq__
+
+        def decode(buf: bytes | bytearray, pos: int, count: int) -> tuple[list[Record[Any]], int]:
+            with memoryview(buf) as view:
+                rows = list(iter_unpack(view[pos : pos + count * size]))
+            if count > 1:
+                lengths = list(map(_ITEM0, rows))
+                if lengths.count(n) != count:
+                    # The run ends at the first record of another size (or the terminator).
+                    del rows[len(list(takewhile(n_matches, lengths))) :]
+            keys = map(_tuple_new, repeat(Key), map(_KEY_OF_ROW, rows))
+            records = list(map(_tuple_new, repeat(Record), zip(keys, values_of(rows), strict=True)))
+            return records, len(rows)
+
+        return decode
+
+    def join(self, pieces: list[Any]) -> list[Record[Any]]:
+        """One list of records from decoded pieces (lists)."""
+        if len(pieces) == 1:
+            joined: list[Record[Any]] = pieces[0]
+            return joined
+        return list(chain.from_iterable(pieces))
+
+    def iter_records(self, batch: RecordsSet[Any]) -> Iterable[Record[Any]]:
+        """A batch of this codec already is a list of records."""
+        return batch
+
+
+def _join_batches(packed: list[bytes], spans: Iterable[BatchSpan]) -> bytes:
+    """Interleave per-cid batch headers with the packed records of each span."""
+    parts: list[bytes] = []
+    append, extend = parts.append, parts.extend
+    pack_header = wire.BATCH_HEADER.pack
+    for cid, a, b, batch_bytes in spans:
+        append(pack_header(cid, batch_bytes))
+        extend(packed[a:b])
+    return b"".join(parts)
