@@ -96,7 +96,9 @@ class ObservabilityServer:
     """Serves metrics, health, readiness and status of one daemon.
 
     Use as an async context manager, or call :meth:`start` and :meth:`stop`. ``port=0``
-    picks a free port (tests); :attr:`port` tells which one was bound.
+    picks a free port (tests); :attr:`port` tells which one was bound. ``readiness`` backs
+    ``/readyz``; ``read_timeout`` bounds both reading a request head and handing over the
+    answer, so a stalled client cannot hold a connection open.
     """
 
     def __init__(
@@ -184,7 +186,10 @@ class ObservabilityServer:
             log.exception("metrics endpoint failed to build a response")
             response = _Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n")
         writer.write(_encode(response, head_only=method == "HEAD"))
-        await writer.drain()
+        # A client that does not read its answer must not hold the handler forever either.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.read_timeout):
+                await writer.drain()
 
     def _route(self, method: str, target: str, headers: dict[str, str]) -> _Response:
         if method not in ("GET", "HEAD"):
