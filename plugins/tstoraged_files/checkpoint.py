@@ -1,0 +1,150 @@
+"""Per-file read positions, persisted in the source's state directory.
+
+A :class:`FileCheckpoint` says: of the file with this identity, everything before ``offset``
+(lines ``1 .. line``) has been acknowledged by the pipeline. Positions only move when an ack
+arrives, so a restart re-reads exactly what was not yet durable (at-least-once).
+
+The :class:`CheckpointStore` writes all positions as one small JSON file, atomically (temp
+file, fsync, rename, fsync of the directory): a crash leaves the old or the new file, never a
+torn one. Writes are coalesced to one per ``interval`` while data flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tstoraged_files.identity import Fingerprint
+
+__all__ = ["CheckpointStore", "FileCheckpoint"]
+
+FILE_NAME = "checkpoints.json"
+FORMAT_VERSION = 1
+RETIRED_TTL_S = 7 * 86_400
+"""How long the position of content no longer under the globs is remembered."""
+
+
+@dataclass(eq=False)
+class FileCheckpoint:
+    """The acknowledged position in one file (identified by device, inode and fingerprint)."""
+
+    dev: int
+    ino: int
+    fingerprint: Fingerprint
+    path: str
+    offset: int = 0
+    line: int = 0
+    retired: bool = False
+    """The content left its inode (truncated) or the globs (rotated away); kept so a copy or
+    a rename back into view is recognised by its fingerprint and not read twice."""
+    seen: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        data = asdict(self)
+        data["fingerprint"] = self.fingerprint.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> FileCheckpoint:
+        """The inverse of :meth:`to_json`."""
+        fields = dict(data)
+        fingerprint = Fingerprint.from_json(fields.pop("fingerprint"))
+        return cls(fingerprint=fingerprint, **fields)  # type: ignore[arg-type]
+
+
+class CheckpointStore:
+    """All checkpoints of one source, loaded at start and saved atomically."""
+
+    def __init__(self, state_dir: Path, *, interval: float = 1.0) -> None:
+        self.path = state_dir / FILE_NAME
+        self.interval = interval
+        self.entries: list[FileCheckpoint] = []
+        self._dirty = asyncio.Event()
+        self._closed = False
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: unknown checkpoint format {data.get('version')!r}")
+        now = time.time()
+        self.entries = [
+            entry
+            for entry in map(FileCheckpoint.from_json, data["files"])
+            if not entry.retired or now - entry.seen < RETIRED_TTL_S
+        ]
+
+    def add(self, entry: FileCheckpoint) -> FileCheckpoint:
+        """Track a new file's position."""
+        self.entries.append(entry)
+        self.changed()
+        return entry
+
+    def remove(self, entry: FileCheckpoint) -> None:
+        """Forget a file (deleted, or a dropped file that was moved away)."""
+        with contextlib.suppress(ValueError):
+            self.entries.remove(entry)
+            self.changed()
+
+    def find_live(self, dev: int, ino: int) -> FileCheckpoint | None:
+        """The position of the content currently held by inode ``(dev, ino)``, if any."""
+        for entry in self.entries:
+            if entry.ino == ino and entry.dev == dev and not entry.retired:
+                return entry
+        return None
+
+    def advance(self, entry: FileCheckpoint, offset: int, line: int) -> None:
+        """Records up to ``offset`` are acknowledged (called from an ack, in order)."""
+        entry.offset = offset
+        entry.line = line
+        self.changed()
+
+    def changed(self) -> None:
+        """Schedule a write; after :meth:`close` (late acks of a stopped source) write now."""
+        if self._closed:
+            self.save()
+        else:
+            self._dirty.set()
+
+    async def run(self) -> None:
+        """Write changes, at most once per ``interval``, until cancelled."""
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.interval)
+            self.save()
+
+    def close(self) -> None:
+        """Write pending changes; from now on every change is written at once."""
+        self._closed = True
+        if self._dirty.is_set():
+            self.save()
+
+    def save(self) -> None:
+        """Atomically replace the checkpoint file with the current positions."""
+        self._dirty.clear()
+        payload = json.dumps(
+            {"version": FORMAT_VERSION, "files": [e.to_json() for e in self.entries]},
+            separators=(",", ":"),
+        ).encode()
+        tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -1,0 +1,149 @@
+"""The ``type = "files"`` source configuration."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tstoraged.source import SourceConfig
+
+__all__ = ["RECORDS_MAPPING", "CsvOptions", "FilesConfig"]
+
+# For ``format = "records"`` the row itself carries key, capture time and payload. These
+# defaults describe exactly that, so the core can compile and show a mapping like any other
+# source's; the parser builds records directly from the row and does not consult them.
+RECORDS_MAPPING: dict[str, Any] = {
+    "key": {"cid": "{cid}", "mid": "{mid}", "moid": "{moid}"},
+    "cap": {"field": "cap", "unit": "ns", "epoch": "tstorage"},
+    "payload": {"codec": "raw", "field": "payload"},
+}
+
+
+class CsvOptions(BaseModel):
+    """How CSV lines are split into named fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quotechar: str = Field(default='"', min_length=1, max_length=1)
+    header: bool = Field(
+        default=True,
+        description="Line 1 of every file names the columns (and is skipped as data).",
+    )
+    columns: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Column names; required without a header, overrides the header's names.",
+    )
+
+    @model_validator(mode="after")
+    def _columns_known(self) -> CsvOptions:
+        if not self.header and not self.columns:
+            raise ValueError("csv.columns is required when csv.header is false")
+        return self
+
+
+class FilesConfig(SourceConfig):
+    """Settings of a ``files`` source: which files, how to read them, how fields map."""
+
+    type: Literal["files"] = "files"
+    mode: Literal["tail", "drop"] = Field(
+        default="tail",
+        description="tail: follow growing files like `tail -F`; drop: ingest complete files "
+        "dropped into a directory, then move or delete them.",
+    )
+    # tail mode
+    paths: list[str] = Field(default_factory=list, description="Glob patterns (tail mode).")
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of file names never read (e.g. compressed rotations).",
+    )
+    start_at: Literal["beginning", "end"] = Field(
+        default="beginning",
+        description="Where to start in a file found at startup without a checkpoint. "
+        "Files appearing later are always read from the beginning.",
+    )
+    rotate_wait: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a file that left the globs (rotated away) is still followed.",
+    )
+    # drop mode
+    directory: Path | None = Field(default=None, description="Drop directory (drop mode).")
+    pattern: str = Field(default="*", description="Glob of file names to ingest (drop mode).")
+    ignore: list[str] = Field(
+        default_factory=lambda: [".*", "*.tmp", "*.part", "*.partial"],
+        description="Names still being written (temp names renamed into place when complete).",
+    )
+    settle_time: float = Field(
+        default=2.0,
+        ge=0,
+        description="A dropped file is complete once unchanged (size, mtime) this many seconds.",
+    )
+    on_done: Literal["move", "delete"] = "move"
+    done_dir: Path | None = Field(default=None, description="Default: <directory>/done.")
+    failed_dir: Path | None = Field(default=None, description="Default: <directory>/failed.")
+    max_bad_lines: int | None = Field(
+        default=None,
+        ge=0,
+        description="Drop mode: a file with more rejected lines than this fails (None: no limit).",
+    )
+    # reading
+    format: Literal["csv", "jsonl", "records"] = "csv"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    encoding: str = "utf-8"
+    poll_interval: float = Field(default=1.0, gt=0, description="Seconds between file scans.")
+    max_line_bytes: int = Field(
+        default=65_536, ge=16, description="Longer lines are rejected and skipped."
+    )
+    read_chunk_bytes: int = Field(default=1 << 20, ge=1, description="Bytes read per chunk.")
+    fingerprint_bytes: int = Field(
+        default=1024, ge=1, description="Leading bytes hashed to identify a file."
+    )
+    checkpoint_interval: float = Field(
+        default=1.0, ge=0, description="Seconds between checkpoint writes while data flows."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _records_mapping(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("format") != "records":
+            return data
+        given = sorted(k for k in RECORDS_MAPPING if k in data)
+        if given:
+            raise ValueError(
+                f"format 'records' takes key, cap and payload from each row; remove {given}"
+            )
+        return {**data, **RECORDS_MAPPING}
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> FilesConfig:
+        if self.mode == "tail" and not self.paths:
+            raise ValueError("mode 'tail' needs paths (a list of glob patterns)")
+        if self.mode == "drop" and self.directory is None:
+            raise ValueError("mode 'drop' needs directory")
+        return self
+
+    @property
+    def resolved_done_dir(self) -> Path:
+        """Where completely ingested dropped files go."""
+        assert self.directory is not None
+        return self.done_dir or self.directory / "done"
+
+    @property
+    def resolved_failed_dir(self) -> Path:
+        """Where dropped files that could not be ingested go, with a ``.reason`` file."""
+        assert self.directory is not None
+        return self.failed_dir or self.directory / "failed"

@@ -1,0 +1,230 @@
+"""Line formats: complete lines of one file in, records out; bad lines are rejected.
+
+A parser is made per file (it keeps that file's CSV header) and is handed whole blocks of
+lines, so the per-line work is a tight loop: ``csv.reader`` over the block, one dict per row,
+one ``context.map`` call. Every reject carries the origin ``"<path>:<line>"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from tstorage_client.record import Key, Record
+from tstoraged_files.lines import PREFIX_BYTES, LineBlock
+
+if TYPE_CHECKING:
+    import _csv
+
+    from tstoraged.source import SourceContext
+    from tstoraged_files.config import CsvOptions, FilesConfig
+
+__all__ = ["CsvParser", "JsonLinesParser", "LineParser", "RecordsParser", "make_parser"]
+
+
+class LineParser(ABC):
+    """Turns the lines of one file into records."""
+
+    def __init__(self, context: SourceContext, path: str, config: FilesConfig) -> None:
+        self.context = context
+        self.path = path
+        self.encoding = config.encoding
+        self.max_line_bytes = config.max_line_bytes
+        self.stamp_lines = config.cap.field is None
+        self._last_stamp = 0
+        self.rejected = 0
+        """Lines of this file rejected so far (by this parser or by the mapping)."""
+
+    def parse_block(self, block: LineBlock) -> list[Record[bytes]]:
+        """Records from a block; oversized, undecodable and unparsable lines are rejected."""
+        for line, prefix in block.oversized:
+            self.reject(prefix, f"line longer than max_line_bytes={self.max_line_bytes}", line)
+        if not block.count:
+            return []
+        return self.parse(self.decode(block), block.first_line)
+
+    @abstractmethod
+    def parse(self, lines: list[str], first_line: int) -> list[Record[bytes]]:
+        """Records from decoded lines; ``lines[0]`` is line number ``first_line``."""
+
+    def reject(self, raw: object, reason: str, line: int) -> None:
+        """Dead-letter one line of this file."""
+        self.rejected += 1
+        self.context.reject(raw, reason, origin=f"{self.path}:{line}")
+
+    def map_fields(self, fields: dict[str, Any], line: int, raw: str) -> Record[bytes] | None:
+        """Map fields through the source's mapping; a refused row counts as rejected."""
+        received_ns = None
+        if self.stamp_lines:
+            # Without a capture-time field each line is stamped when read, one ns apart, so
+            # rows of one meter read together still get distinct keys.
+            self._last_stamp = received_ns = max(time.time_ns(), self._last_stamp + 1)
+        record = self.context.map(
+            fields, origin=f"{self.path}:{line}", raw=raw, received_ns=received_ns
+        )
+        if record is None:
+            self.rejected += 1
+        return record
+
+    def decode(self, block: LineBlock) -> list[str]:
+        """The block's lines as text; a line that cannot be decoded or is too long becomes ""."""
+        try:
+            lines = block.data.decode(self.encoding).split("\n")
+        except UnicodeDecodeError:
+            lines = self._decode_each(block)
+        # One decoded character is at least one byte: only lines longer than a quarter of the
+        # bound can exceed it, and only those are measured exactly.
+        limit = self.max_line_bytes
+        if len(block.data) > limit:
+            quarter = limit // 4
+            for i, text in enumerate(lines):
+                if len(text) > quarter and len(text.encode(self.encoding)) > limit:
+                    raw = text.encode(self.encoding)[:PREFIX_BYTES]
+                    self.reject(
+                        raw, f"line longer than max_line_bytes={limit}", block.first_line + i
+                    )
+                    lines[i] = ""
+        return lines
+
+    def _decode_each(self, block: LineBlock) -> list[str]:
+        lines = []
+        for i, raw in enumerate(block.data.split(b"\n")):
+            try:
+                lines.append(raw.decode(self.encoding))
+            except UnicodeDecodeError as exc:
+                reason = f"undecodable bytes ({self.encoding}) at column {exc.start + 1}"
+                self.reject(raw[:PREFIX_BYTES], reason, block.first_line + i)
+                lines.append("")
+        return lines
+
+
+class CsvParser(LineParser):
+    """Delimited text; columns from the file's first line or from the config.
+
+    With ``header = true``, line 1 of the file is the header, and any later line equal to it is
+    skipped too: after ``copytruncate`` a writer starts the file over with its header.
+    """
+
+    def __init__(
+        self,
+        context: SourceContext,
+        path: str,
+        config: FilesConfig,
+        header_line: str | None = None,
+    ) -> None:
+        super().__init__(context, path, config)
+        self.options: CsvOptions = config.csv
+        self.header_row: list[str] | None = None
+        self.columns: list[str] | None = config.csv.columns
+        if header_line is not None and self.options.header:
+            self._take_header(next(self._reader([header_line]), []))
+
+    def _reader(self, lines: list[str]) -> _csv.Reader:
+        return csv.reader(lines, delimiter=self.options.delimiter, quotechar=self.options.quotechar)
+
+    def _take_header(self, row: list[str]) -> None:
+        self.header_row = row
+        if self.options.columns is None:
+            self.columns = row
+
+    def parse(self, lines: list[str], first_line: int) -> list[Record[bytes]]:
+        records: list[Record[bytes]] = []
+        append = records.append
+        reader = self._reader(lines)
+        while True:  # a csv.Error ends the for loop; the reader goes on with the next line
+            try:
+                for row in reader:
+                    if not row:
+                        continue
+                    number = reader.line_num
+                    if row == self.header_row:
+                        continue
+                    line = first_line + number - 1
+                    if line == 1 and self.options.header:
+                        self._take_header(row)
+                        continue
+                    columns = self.columns
+                    if columns is None:
+                        self.reject(lines[number - 1], "no header line seen yet", line)
+                    elif len(row) != len(columns):
+                        reason = f"expected {len(columns)} fields, got {len(row)}"
+                        self.reject(lines[number - 1], reason, line)
+                    else:
+                        record = self.map_fields(
+                            dict(zip(columns, row, strict=True)), line, lines[number - 1]
+                        )
+                        if record is not None:
+                            append(record)
+                return records
+            except csv.Error as exc:
+                self.reject(
+                    lines[reader.line_num - 1], f"CSV: {exc}", first_line + reader.line_num - 1
+                )
+
+
+class JsonLinesParser(LineParser):
+    """One JSON object per line; its top-level keys are the fields."""
+
+    def parse(self, lines: list[str], first_line: int) -> list[Record[bytes]]:
+        records: list[Record[bytes]] = []
+        loads = json.loads
+        for i, text in enumerate(lines):
+            try:
+                obj = loads(text)
+            except ValueError as exc:
+                if text.strip():
+                    self.reject(text, f"JSON: {exc}", first_line + i)
+                continue
+            if type(obj) is not dict:
+                self.reject(text, f"not a JSON object but {type(obj).__name__}", first_line + i)
+                continue
+            record = self.map_fields(obj, first_line + i, text)
+            if record is not None:
+                records.append(record)
+        return records
+
+
+class RecordsParser(LineParser):
+    """The client's record CSV: ``cid,mid,moid,cap,hexpayload`` (cap in TStorage ns).
+
+    Blank lines, ``#`` comments and a header line starting with ``cid`` are skipped.
+    """
+
+    def parse(self, lines: list[str], first_line: int) -> list[Record[bytes]]:
+        records: list[Record[bytes]] = []
+        make_key = Key._make
+        make_record = Record._make
+        fromhex = bytes.fromhex
+        for i, text in enumerate(lines):
+            parts = text.split(",")
+            if len(parts) != 5:
+                stripped = text.strip()
+                if stripped and not stripped.startswith("#"):
+                    self.reject(text, f"expected 5 fields, got {len(parts)}", first_line + i)
+                continue
+            try:
+                key = make_key((int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), -1))
+                payload = fromhex(parts[4])
+            except ValueError as exc:
+                if parts[0].strip() != "cid":  # the header line
+                    self.reject(text, str(exc), first_line + i)
+                continue
+            if not key.valid():
+                self.reject(text, "key component out of range", first_line + i)
+                continue
+            records.append(make_record((key, payload)))
+        return records
+
+
+def make_parser(
+    context: SourceContext, path: str, config: FilesConfig, header_line: str | None
+) -> LineParser:
+    """The parser for ``config.format``; ``header_line`` is line 1 when resuming mid-file."""
+    if config.format == "csv":
+        return CsvParser(context, path, config, header_line)
+    if config.format == "jsonl":
+        return JsonLinesParser(context, path, config)
+    return RecordsParser(context, path, config)

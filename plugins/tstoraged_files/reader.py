@@ -1,0 +1,131 @@
+"""Reading one open file: chunks in, records emitted, acknowledged positions committed."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import TYPE_CHECKING
+
+from tstoraged_files.formats import LineParser, make_parser
+from tstoraged_files.identity import fingerprint_of
+from tstoraged_files.lines import LineBlock, LineSplitter
+
+if TYPE_CHECKING:
+    from tstoraged.source import SourceContext
+    from tstoraged_files.checkpoint import CheckpointStore, FileCheckpoint
+    from tstoraged_files.config import FilesConfig
+
+__all__ = ["FileReader", "find_end_of_last_line", "read_first_line"]
+
+
+class FileReader:
+    """Reads an open file from a position, emits its records a chunk at a time.
+
+    Each ``emit`` carries an ack that moves ``entry`` to the end of that chunk's last complete
+    line, so the checkpoint never runs ahead of acknowledged data. ``fd`` is owned by the
+    caller.
+    """
+
+    def __init__(
+        self,
+        *,
+        context: SourceContext,
+        store: CheckpointStore,
+        config: FilesConfig,
+        fd: int,
+        path: str,
+        entry: FileCheckpoint,
+        offset: int,
+        line: int,
+    ) -> None:
+        self.context = context
+        self.store = store
+        self.fd = fd
+        self.entry = entry
+        self.read_offset = offset
+        self.chunk_bytes = config.read_chunk_bytes
+        self.splitter = LineSplitter(offset, line, max_line_bytes=config.max_line_bytes)
+        # The fingerprint is extended from the bytes actually read, so it always describes
+        # content this reader emitted, even if the file is rewritten between two polls.
+        self._fingerprint_bytes = config.fingerprint_bytes
+        self._head = os.pread(fd, min(offset, self._fingerprint_bytes), 0)
+        header_line = None
+        if offset > 0 and config.format == "csv" and config.csv.header:
+            header_line = read_first_line(fd, config.max_line_bytes, config.encoding)
+        self.parser: LineParser = make_parser(context, path, config, header_line)
+
+    @property
+    def path(self) -> str:
+        """The name the file was last seen under (used in reject origins)."""
+        return self.parser.path
+
+    @path.setter
+    def path(self, value: str) -> None:
+        self.parser.path = value
+        self.entry.path = value
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Offset and line number just past the last complete line emitted."""
+        return self.splitter.end_offset, self.splitter.line
+
+    async def pump(self, max_chunks: int) -> int:
+        """Read and emit up to ``max_chunks`` chunks of new data; return the bytes read."""
+        total = 0
+        for _ in range(max_chunks):
+            data = os.pread(self.fd, self.chunk_bytes, self.read_offset)
+            if not data:
+                break
+            if len(self._head) < self._fingerprint_bytes and len(self._head) == self.read_offset:
+                self._extend_fingerprint(data)
+            self.read_offset += len(data)
+            total += len(data)
+            await self._emit(self.splitter.feed(data))
+        return total
+
+    def _extend_fingerprint(self, data: bytes) -> None:
+        self._head += data[: self._fingerprint_bytes - len(self._head)]
+        if len(self._head) > self.entry.fingerprint.length:
+            self.entry.fingerprint = fingerprint_of(self._head)
+            self.store.changed()
+
+    async def finish(self) -> None:
+        """The file is complete: emit its last line even without a final newline."""
+        await self._emit(self.splitter.finish())
+
+    async def _emit(self, block: LineBlock) -> None:
+        if block.empty:
+            return
+        records = self.parser.parse_block(block)
+        ack = partial(self.store.advance, self.entry, block.end_offset, block.end_line)
+        await self.context.emit(records, ack)
+
+
+def read_first_line(fd: int, max_line_bytes: int, encoding: str) -> str | None:
+    """Line 1 of the file (the CSV header) when it is complete and decodable."""
+    head = os.pread(fd, max_line_bytes + 1, 0)
+    newline = head.find(b"\n")
+    if newline < 0:
+        return None
+    try:
+        return head[:newline].decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def find_end_of_last_line(fd: int, size: int, chunk_bytes: int) -> tuple[int, int]:
+    """Offset just past the last newline before ``size``, and the number of lines before it.
+
+    Used to start at the end of a file (``start_at = "end"``) with correct line numbers.
+    """
+    offset = lines = end = 0
+    while offset < size:
+        data = os.pread(fd, min(chunk_bytes, size - offset), offset)
+        if not data:
+            break
+        count = data.count(b"\n")
+        if count:
+            lines += count
+            end = offset + data.rfind(b"\n") + 1
+        offset += len(data)
+    return end, lines
