@@ -1,0 +1,70 @@
+"""The ``json`` codec: fields as a compact JSON object (UTF-8).
+
+    payload = { codec = "json" }                            # every field
+    payload = { codec = "json", fields = ["temp", "ok"] }   # these fields, in this order
+
+Values must be JSON values (text, numbers, booleans, null, lists and tables of them); NaN
+and infinities are refused because they are not JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tstoraged.mapping.codecs import CodecType, PayloadEncoder
+from tstoraged.mapping.errors import MappingError, field_error, missing_field
+
+__all__ = ["JSON_CODEC", "JsonCodecConfig"]
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+class JsonCodecConfig(BaseModel):
+    """Settings of ``codec = "json"``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fields: list[str] | None = Field(
+        default=None, description="The fields to include, in order; omitted: every field."
+    )
+
+
+def _json_error(document: Mapping[str, Any]) -> MappingError:
+    """Name the first field whose value is not JSON (only runs after encoding failed)."""
+    for name, value in document.items():
+        try:
+            _dumps(value)
+        except (TypeError, ValueError) as exc:
+            return field_error(name, value, f"is not a JSON value ({exc})")
+    return MappingError("fields are not a JSON object")
+
+
+def _json_encoder(config: JsonCodecConfig) -> PayloadEncoder:
+    names = config.fields
+
+    def encode(fields: Mapping[str, Any]) -> bytes:
+        if names is None:
+            document = dict(fields)
+        else:
+            try:
+                document = {name: fields[name] for name in names}
+            except KeyError as exc:
+                raise missing_field(str(exc.args[0])) from None
+        try:
+            return _dumps(document).encode()
+        except (TypeError, ValueError):
+            raise _json_error(document) from None
+
+    return encode
+
+
+JSON_CODEC = CodecType(
+    name="json",
+    config_model=JsonCodecConfig,
+    factory=_json_encoder,
+    description="Fields as a compact JSON object, all of them or the listed ones.",
+)

@@ -1,0 +1,56 @@
+"""The two ways a mapping fails: a bad record (per record) and a bad config (at start)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["ConfigLoc", "MappingConfigError", "MappingError", "describe"]
+
+ConfigLoc = tuple[str | int, ...]
+"""A key path inside one source's config, e.g. ``("key", "mid")`` or ``("payload", "format")``."""
+
+_SHOWN_CHARS = 40
+
+
+def describe(value: object) -> str:
+    """A short ``repr`` of a bad value for an error message (long values are cut)."""
+    text = repr(value)
+    if len(text) > _SHOWN_CHARS:
+        text = text[: _SHOWN_CHARS - 3] + "..."
+    return text
+
+
+class MappingError(ValueError):
+    """One record's fields cannot be mapped; the message names the field and says why.
+
+    For example ``field 'temp': 'abc' is not a number``. The source goes on with the next
+    input; the core dead-letters this one with the message as the reason.
+    """
+
+
+def field_error(field: str, value: object, reason: str) -> MappingError:
+    """``field 'name': <value> <reason>`` as a :class:`MappingError`."""
+    return MappingError(f"field {field!r}: {describe(value)} {reason}")
+
+
+def missing_field(field: str) -> MappingError:
+    """The error for a field that a record does not have."""
+    return MappingError(f"field {field!r} is missing")
+
+
+class MappingConfigError(ValueError):
+    """A source's mapping config cannot be compiled.
+
+    ``problems`` lists every problem found as ``(loc, message)``; ``loc`` is the key path
+    inside the source's table (``("key", "mid")``), so the config layer can report
+    ``sources[2].key.mid: <message>``. ``loc`` and ``reason`` are those of the first problem.
+    """
+
+    def __init__(self, problems: Sequence[tuple[ConfigLoc, str]]) -> None:
+        if not problems:
+            raise ValueError("MappingConfigError needs at least one problem")
+        self.problems: tuple[tuple[ConfigLoc, str], ...] = tuple(problems)
+        self.loc, self.reason = self.problems[0]
+        super().__init__(
+            "; ".join(f"{'.'.join(map(str, loc))}: {message}" for loc, message in self.problems)
+        )
