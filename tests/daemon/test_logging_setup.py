@@ -197,3 +197,16 @@ def test_real_output_reports_suppressed_repeats_of_our_and_library_errors() -> N
     theirs = [line for line in lines if line["logger"] == "paho.mqtt"]
     assert [line.get("suppressed") for line in ours] == [None, 3]
     assert [line.get("suppressed") for line in theirs] == [None, 3]
+
+
+def test_console_tracebacks_do_not_show_local_variables() -> None:
+    console = FakeTerminal()
+    configure_logging("info", stream=console)
+    api_password = "hun" + "ter2"  # noqa: F841 (a local; the source shows only the parts)
+    try:
+        raise RuntimeError("upload failed")
+    except RuntimeError:
+        structlog.get_logger("t").exception("write failed")
+    text = console.getvalue()
+    assert "RuntimeError" in text
+    assert "hunter2" not in text

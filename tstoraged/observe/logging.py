@@ -170,7 +170,13 @@ def configure_logging(
         # dict_tracebacks it does not dump local variables (which may hold secrets).
         final += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        final.append(structlog.dev.ConsoleRenderer(colors=tty))
+        # Rich tracebacks, but without local variables: they may hold secrets.
+        final.append(
+            structlog.dev.ConsoleRenderer(
+                colors=tty,
+                exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+            )
+        )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             *_shared_processors(),
