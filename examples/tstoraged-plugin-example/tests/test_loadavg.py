@@ -1,0 +1,107 @@
+"""The loadavg source: parsing, fields handed to the mapping, rejects, config model."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from tstoraged_example import LoadAvgConfig, LoadAvgSource, parse_loadavg
+from tstoraged_example.plugin import tstoraged_source_types
+
+from tstoraged import SourceType
+
+LINE = "0.52 0.58 0.59 2/1234 56789\n"
+
+
+def make_source(path: Path, context, **settings) -> LoadAvgSource:
+    config = LoadAvgConfig.model_validate(
+        {"type": "loadavg", "name": "load", "path": str(path), **settings}
+    )
+    return LoadAvgSource(config, context)
+
+
+def test_parse_loadavg_reads_the_three_averages_and_task_counts():
+    assert parse_loadavg(LINE) == {
+        "load1": 0.52,
+        "load5": 0.58,
+        "load15": 0.59,
+        "running": 2,
+        "total": 1234,
+    }
+
+
+def test_parse_loadavg_refuses_other_text():
+    with pytest.raises(ValueError, match="not a loadavg line"):
+        parse_loadavg("hello world")
+
+
+async def test_one_reading_maps_one_row_per_window(tmp_path, context):
+    path = tmp_path / "loadavg"
+    path.write_text(LINE)
+    await make_source(path, context, host_id=7).read_once()
+
+    assert [m.fields["minutes"] for m in context.mapped] == [1, 5, 15]
+    assert [m.fields["load"] for m in context.mapped] == [0.52, 0.58, 0.59]
+    assert {m.fields["host_id"] for m in context.mapped} == {7}
+    assert len({m.received_ns for m in context.mapped}) == 1
+    assert [len(batch) for batch in context.emitted] == [3]
+
+
+async def test_garbage_is_rejected_not_emitted(tmp_path, context):
+    path = tmp_path / "loadavg"
+    path.write_text("garbage\n")
+    await make_source(path, context).read_once()
+
+    assert context.emitted == []
+    assert len(context.rejected) == 1
+    raw, reason, origin = context.rejected[0]
+    assert raw == "garbage\n"
+    assert "not a loadavg line" in reason
+    assert origin == str(path)
+
+
+async def test_missing_file_fails_the_source(tmp_path, context):
+    with pytest.raises(RuntimeError, match="cannot read"):
+        await make_source(tmp_path / "absent", context).read_once()
+
+
+async def test_run_reads_repeatedly_until_cancelled(tmp_path, context):
+    path = tmp_path / "loadavg"
+    path.write_text(LINE)
+    source = make_source(path, context, interval=0.001)
+    task = asyncio.create_task(source.run())
+    # Bounded wait for a few readings; the clock is not asserted on.
+    for _ in range(5000):
+        if len(context.emitted) >= 3:
+            break
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(context.emitted) >= 3
+
+
+def test_config_requires_only_type_and_name_and_has_a_default_mapping():
+    config = LoadAvgConfig.model_validate({"type": "loadavg", "name": "load"})
+    assert config.interval == 10.0
+    assert LoadAvgConfig.model_validate({**config.model_dump(), "interval": "2m"}).interval == 120
+    assert config.key.mid == "{host_id}"
+    assert config.payload.codec_settings() == {"format": "<d", "fields": ["load"]}
+
+
+def test_config_rejects_unknown_keys_and_bad_interval():
+    with pytest.raises(ValidationError) as info:
+        LoadAvgConfig.model_validate(
+            {"type": "loadavg", "name": "load", "interval": 0, "intervall": 5}
+        )
+    assert {error["loc"] for error in info.value.errors()} == {("interval",), ("intervall",)}
+
+
+def test_plugin_contributes_the_loadavg_source_type():
+    (source_type,) = tstoraged_source_types()
+    assert isinstance(source_type, SourceType)
+    assert source_type.name == "loadavg"
+    assert source_type.source_class is LoadAvgSource
+    assert source_type.config_model is LoadAvgConfig
