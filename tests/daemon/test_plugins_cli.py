@@ -1,0 +1,78 @@
+"""``tstoraged plugins``, run as a real process against installed distributions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import test_plugins_support as support
+
+
+@pytest.fixture
+def cli_env(tmp_path) -> dict[str, str]:
+    support.make_distribution(tmp_path, "tstoraged-topics", {"topics": support.MODULE})
+    support.make_distribution(
+        tmp_path,
+        "tstoraged-heavy",
+        {"heavy": "tstoraged_heavy_plugin"},
+        version="2.0",
+        extras=["heavy"],
+        modules={"tstoraged_heavy_plugin": "import paho_not_installed_here\n"},
+    )
+    return support.cli_environment(tmp_path, "topics,heavy,loadavg")
+
+
+tstoraged = support.run_cli
+
+
+def test_plugins_json_lists_loaded_and_unavailable_plugins(cli_env):
+    result = tstoraged("plugins", "--json", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    plugins = {plugin["name"]: plugin for plugin in document["plugins"]}
+    assert list(plugins) == ["heavy", "loadavg", "topics"]
+    assert document["problems"] == []
+    assert plugins["topics"] == {
+        "name": "topics",
+        "status": "loaded",
+        "module": support.MODULE,
+        "distribution": "tstoraged-topics",
+        "version": "1.2.3",
+        "source_types": ["topics"],
+        "codecs": ["fixed"],
+        "hooks": ["tstoraged_payload_codecs", "tstoraged_source_types"],
+        "reason": None,
+        "install_hint": None,
+    }
+    assert plugins["loadavg"]["distribution"] == "tstoraged-plugin-example"
+    assert plugins["loadavg"]["source_types"] == ["loadavg"]
+    assert plugins["heavy"]["status"] == "unavailable"
+    assert plugins["heavy"]["reason"] == (
+        "ModuleNotFoundError: No module named 'paho_not_installed_here'"
+    )
+    assert plugins["heavy"]["install_hint"] == "pip install 'tstoraged-heavy[heavy]'"
+
+
+def test_plugins_text_output_shows_package_version_and_status(cli_env):
+    result = tstoraged("plugins", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    blocks = result.stdout.strip().split("\n\n")
+    assert blocks[0].splitlines() == [
+        "heavy  (tstoraged-heavy 2.0; module tstoraged_heavy_plugin)",
+        "  status: unavailable: ModuleNotFoundError: No module named 'paho_not_installed_here'",
+        "  to fix: pip install 'tstoraged-heavy[heavy]'",
+    ]
+    assert blocks[2].splitlines() == [
+        f"topics  (tstoraged-topics 1.2.3; module {support.MODULE})",
+        "  status: loaded",
+        "  source types: topics",
+        "  codecs: fixed",
+        "  hooks: tstoraged_payload_codecs, tstoraged_source_types",
+    ]
+
+
+def test_plugins_with_autoloading_disabled(cli_env):
+    cli_env["TSTORAGED_LOAD_PLUGINS"] = ""
+    result = tstoraged("plugins", "--json", env=cli_env)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"plugins": [], "problems": []}

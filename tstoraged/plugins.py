@@ -1,0 +1,306 @@
+"""The plugin manager: finds plugins, collects their source types and codecs, reports on them.
+
+Plugins are modules listed in the ``tstoraged`` entry-point group; the built-in sources and
+codecs are found the same way as third-party ones. ``TSTORAGED_LOAD_PLUGINS`` limits
+autoloading to a comma-separated list of entry-point names (empty: none; unset: all), and
+tests register plugin objects explicitly with :meth:`PluginManager.register`.
+
+A plugin that fails to import (a missing heavy dependency) does not stop the daemon: it is
+listed as unavailable with the reason, and a config that uses one of its source types gets an
+error that says what to install.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
+
+import pluggy
+
+from tstoraged import hookspecs
+from tstoraged._markers import PROJECT_NAME
+from tstoraged.source import SourceConfig, SourceType
+
+if TYPE_CHECKING:
+    from tstoraged.mapping.codecs import CodecType
+
+__all__ = ["ENTRY_POINT_GROUP", "LOAD_PLUGINS_ENV", "PluginInfo", "PluginManager"]
+
+ENTRY_POINT_GROUP = PROJECT_NAME
+LOAD_PLUGINS_ENV = "TSTORAGED_LOAD_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What ``tstoraged plugins`` shows about one plugin."""
+
+    name: str
+    """Entry-point name (or the name given to :meth:`PluginManager.register`)."""
+    status: Literal["loaded", "unavailable"]
+    module: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+    source_types: tuple[str, ...] = ()
+    codecs: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()
+    reason: str | None = None
+    """Why an unavailable plugin could not be loaded."""
+    install_hint: str | None = None
+    """What to install to make an unavailable plugin load, when that can be told."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for ``tstoraged plugins --json``)."""
+        data = asdict(self)
+        for key in ("source_types", "codecs", "hooks"):
+            data[key] = list(data[key])
+        return data
+
+
+@dataclass
+class _Origin:
+    """Where a registered plugin came from (for reporting)."""
+
+    module: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+
+
+@dataclass
+class _Collected:
+    source_types: dict[str, SourceType] = field(default_factory=dict)
+    codecs: dict[str, CodecType[Any]] = field(default_factory=dict)
+    owners: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+class _NameClash(ValueError):
+    """Two plugins contribute a source type or codec of the same name."""
+
+
+def requested_plugin_names(env: Mapping[str, str]) -> set[str] | None:
+    """The entry-point names ``TSTORAGED_LOAD_PLUGINS`` allows; None means all."""
+    value = env.get(LOAD_PLUGINS_ENV)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _install_hint(entry_point: importlib.metadata.EntryPoint, exc: BaseException) -> str | None:
+    dist = entry_point.dist
+    if dist is not None:
+        extras = dist.metadata.get_all("Provides-Extra") or []
+        if entry_point.name in extras:
+            return f"pip install '{dist.name}[{entry_point.name}]'"
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if dist is None or top != entry_point.value.split(".")[0]:
+            return f"install the package that provides the Python module {top!r}"
+    return None
+
+
+class PluginManager:
+    """Loads plugins and gives the core their source types and payload codecs."""
+
+    def __init__(self) -> None:
+        self.pluggy = pluggy.PluginManager(PROJECT_NAME)
+        self.pluggy.add_hookspecs(hookspecs)
+        self._origins: dict[str, _Origin] = {}
+        self._unavailable: dict[str, PluginInfo] = {}
+        self._collected: _Collected | None = None
+
+    @classmethod
+    def from_entry_points(cls, env: Mapping[str, str] | None = None) -> PluginManager:
+        """A manager with every installed plugin loaded (as limited by the environment)."""
+        manager = cls()
+        manager.load_entry_points(os.environ if env is None else env)
+        return manager
+
+    def register(
+        self,
+        plugin: object,
+        name: str | None = None,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Register a plugin object or module (tests do this instead of entry points)."""
+        registered = self.pluggy.register(plugin, name)
+        if registered is None:  # pluggy returns None for a blocked name
+            raise ValueError(f"plugin name {name!r} is blocked")
+        module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+        self._origins[registered] = _Origin(module, distribution, version)
+        self._unavailable.pop(registered, None)
+        self._collected = None
+        return registered
+
+    def load_entry_points(self, env: Mapping[str, str]) -> None:
+        """Import and register the plugins of the ``tstoraged`` entry-point group."""
+        wanted = requested_plugin_names(env)
+        found: set[str] = set()
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if wanted is not None and entry_point.name not in wanted:
+                continue
+            found.add(entry_point.name)
+            self._load_entry_point(entry_point)
+        for name in sorted((wanted or set()) - found):
+            self._unavailable[name] = PluginInfo(
+                name,
+                "unavailable",
+                reason=f"not installed: no entry point {name!r} in group {ENTRY_POINT_GROUP!r}",
+            )
+
+    def _load_entry_point(self, entry_point: importlib.metadata.EntryPoint) -> None:
+        dist = entry_point.dist
+        distribution = dist.name if dist is not None else None
+        version = dist.version if dist is not None else None
+        if self.pluggy.has_plugin(entry_point.name):
+            other = self._origins[entry_point.name].distribution
+            self._unavailable[f"{entry_point.name} ({distribution})"] = PluginInfo(
+                entry_point.name,
+                "unavailable",
+                module=entry_point.value,
+                distribution=distribution,
+                version=version,
+                reason=f"entry-point name {entry_point.name!r} is already used by {other}",
+            )
+            return
+        try:
+            plugin = entry_point.load()
+            self.register(plugin, entry_point.name, distribution=distribution, version=version)
+        except Exception as exc:  # any import-time failure only disables this plugin
+            self._unavailable[entry_point.name] = PluginInfo(
+                entry_point.name,
+                "unavailable",
+                module=entry_point.value,
+                distribution=distribution,
+                version=version,
+                reason=f"{type(exc).__name__}: {exc}",
+                install_hint=_install_hint(entry_point, exc),
+            )
+
+    # -- what the core uses ------------------------------------------------------------------
+
+    @property
+    def source_types(self) -> Mapping[str, SourceType]:
+        """Source types by name, from every loaded plugin."""
+        return self._collect().source_types
+
+    @property
+    def codecs(self) -> Mapping[str, CodecType[Any]]:
+        """Payload codecs by name, from every loaded plugin."""
+        return self._collect().codecs
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Errors among the plugins (name clashes, broken hooks); the daemon refuses to start."""
+        return tuple(self._collect().problems)
+
+    @property
+    def unavailable(self) -> Mapping[str, PluginInfo]:
+        """Plugins that could not be loaded, by name."""
+        self._collect()
+        return dict(self._unavailable)
+
+    def unavailable_hint(self, type_name: str) -> str | None:
+        """Why a source type or codec might be missing: a plugin of that name did not load."""
+        info = self.unavailable.get(type_name)
+        if info is None:
+            return None
+        where = f" ({info.distribution})" if info.distribution else ""
+        hint = f"plugin {info.name!r}{where} is unavailable: {info.reason}"
+        return f"{hint}; {info.install_hint}" if info.install_hint else hint
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin, loaded or not, sorted by name."""
+        collected = self._collect()
+        infos = list(self._unavailable.values())
+        for name, plugin in self.pluggy.list_name_plugin():
+            origin = self._origins.get(name, _Origin())
+            sources, codecs = collected.owners.get(name, ([], []))
+            hooks = sorted(caller.name for caller in self.pluggy.get_hookcallers(plugin) or [])
+            infos.append(
+                PluginInfo(
+                    name,
+                    "loaded",
+                    module=origin.module,
+                    distribution=origin.distribution,
+                    version=origin.version,
+                    source_types=tuple(sources),
+                    codecs=tuple(codecs),
+                    hooks=tuple(hooks),
+                )
+            )
+        return sorted(infos, key=lambda info: info.name)
+
+    # -- collection ----------------------------------------------------------------------------
+
+    def _collect(self) -> _Collected:
+        if self._collected is None:
+            self._collected = _Collected()
+            self._collect_hook("tstoraged_source_types", self._add_source_type)
+            self._collect_hook("tstoraged_payload_codecs", self._add_codec)
+        return self._collected
+
+    def _collect_hook(self, hook_name: str, add: Any) -> None:
+        caller = getattr(self.pluggy.hook, hook_name)
+        # Call each implementation alone, so that every contribution is attributed to its
+        # plugin (for clash messages and `tstoraged plugins`) and one broken plugin is isolated.
+        assert self._collected is not None
+        for impl in caller.get_hookimpls():
+            try:
+                contributed = list(impl.function() or [])
+            except Exception as exc:
+                self._collected.problems.append(
+                    f"plugin {impl.plugin_name!r}: {hook_name}() failed: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                continue
+            for item in contributed:
+                try:
+                    add(impl.plugin_name, item)
+                except _NameClash as exc:
+                    self._collected.problems.append(str(exc))
+                except TypeError as exc:
+                    self._collected.problems.append(f"plugin {impl.plugin_name!r}: {exc}")
+
+    def _add_source_type(self, plugin_name: str, source_type: Any) -> None:
+        assert self._collected is not None
+        if not isinstance(source_type, SourceType):
+            raise TypeError(f"expected tstoraged.SourceType items, got {source_type!r}")
+        if not (
+            isinstance(source_type.config_model, type)
+            and issubclass(source_type.config_model, SourceConfig)
+        ):
+            raise TypeError(
+                f"source type {source_type.name!r}: config_model must subclass "
+                "tstoraged.SourceConfig"
+            )
+        self._claim(plugin_name, "source type", source_type.name, self._collected.source_types)
+        self._collected.source_types.setdefault(source_type.name, source_type)
+        self._collected.owners.setdefault(plugin_name, ([], []))[0].append(source_type.name)
+
+    def _add_codec(self, plugin_name: str, codec: Any) -> None:
+        assert self._collected is not None
+        for attribute in ("name", "config_model", "factory"):
+            if not hasattr(codec, attribute):
+                raise TypeError(f"expected CodecType items (with {attribute!r}), got {codec!r}")
+        self._claim(plugin_name, "codec", codec.name, self._collected.codecs)
+        self._collected.codecs.setdefault(codec.name, codec)
+        self._collected.owners.setdefault(plugin_name, ([], []))[1].append(codec.name)
+
+    def _claim(self, plugin_name: str, kind: str, name: str, registry: Mapping[str, Any]) -> None:
+        """Raise when another plugin already contributed ``name``."""
+        assert self._collected is not None
+        if name not in registry:
+            return
+        index = 0 if kind == "source type" else 1
+        owner = next(
+            plugin for plugin, owned in self._collected.owners.items() if name in owned[index]
+        )
+        raise _NameClash(
+            f"{kind} {name!r} is contributed by both plugin {owner!r} and plugin {plugin_name!r}"
+        )
