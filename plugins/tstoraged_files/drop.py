@@ -23,17 +23,13 @@ from typing import TYPE_CHECKING
 
 from tstoraged_files.checkpoint import CheckpointStore, FileCheckpoint
 from tstoraged_files.identity import read_fingerprint
-from tstoraged_files.reader import FileReader
+from tstoraged_files.reader import FileReader, TooManyBadLines
 
 if TYPE_CHECKING:
     from tstoraged.source import SourceContext
     from tstoraged_files.config import FilesConfig
 
 __all__ = ["DropDirectory"]
-
-
-class FileFailed(Exception):
-    """A dropped file cannot be ingested; the message is its reason."""
 
 
 class DropDirectory:
@@ -143,17 +139,17 @@ class DropDirectory:
                 entry=entry,
                 offset=entry.offset,
                 line=entry.line,
+                max_bad_lines=self.config.max_bad_lines,
             )
             if entry.offset:
                 self.context.log.info("resuming dropped file", path=str(path), line=entry.line)
             while await reader.pump(1):
-                self._check_bad_lines(reader)
+                pass
             await reader.finish()
-            self._check_bad_lines(reader)
         except OSError as exc:
             self.fail(name, entry, f"read error: {exc}")
             return
-        except FileFailed as exc:
+        except TooManyBadLines as exc:
             self.fail(name, entry, str(exc))
             return
         finally:
@@ -170,11 +166,6 @@ class DropDirectory:
             self.store.remove(entry)  # the inode was reused for another file
         fingerprint = read_fingerprint(fd, self.config.fingerprint_bytes)
         return self.store.add(FileCheckpoint(st.st_dev, st.st_ino, fingerprint, path))
-
-    def _check_bad_lines(self, reader: FileReader) -> None:
-        limit = self.config.max_bad_lines
-        if limit is not None and reader.parser.rejected > limit:
-            raise FileFailed(f"more than max_bad_lines={limit} lines rejected")
 
     def _done(self, name: str, entry: FileCheckpoint, file_id: tuple[int, int]) -> None:
         """Every record of the file is durable: move it away and forget its checkpoint."""

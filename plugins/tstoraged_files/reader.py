@@ -15,7 +15,11 @@ if TYPE_CHECKING:
     from tstoraged_files.checkpoint import CheckpointStore, FileCheckpoint
     from tstoraged_files.config import FilesConfig
 
-__all__ = ["FileReader", "find_end_of_last_line", "read_first_line"]
+__all__ = ["FileReader", "TooManyBadLines", "find_end_of_last_line", "read_first_line"]
+
+
+class TooManyBadLines(Exception):
+    """A file had more rejected lines than ``max_bad_lines``; the message says so."""
 
 
 class FileReader:
@@ -37,6 +41,7 @@ class FileReader:
         entry: FileCheckpoint,
         offset: int,
         line: int,
+        max_bad_lines: int | None = None,
     ) -> None:
         self.context = context
         self.store = store
@@ -44,6 +49,7 @@ class FileReader:
         self.entry = entry
         self.read_offset = offset
         self.chunk_bytes = config.read_chunk_bytes
+        self.max_bad_lines = max_bad_lines
         self.splitter = LineSplitter(offset, line, max_line_bytes=config.max_line_bytes)
         # The fingerprint is extended from the bytes actually read, so it always describes
         # content this reader emitted, even if the file is rewritten between two polls.
@@ -97,6 +103,9 @@ class FileReader:
         if block.empty:
             return
         records = self.parser.parse_block(block)
+        if self.max_bad_lines is not None and self.parser.rejected > self.max_bad_lines:
+            # Checked before emitting: the chunk that crosses the limit is not delivered.
+            raise TooManyBadLines(f"more than max_bad_lines={self.max_bad_lines} lines rejected")
         ack = partial(self.store.advance, self.entry, block.end_offset, block.end_line)
         await self.context.emit(records, ack)
 

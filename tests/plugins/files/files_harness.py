@@ -16,17 +16,25 @@ from tstoraged_files.reader import FileReader
 from tstoraged_files.tail import TailFollower
 
 from tstorage_client.record import Key, Record
+from tstoraged.mapping.compile import compile_mapping
+from tstoraged.plugins import PluginManager
 from tstoraged.source import Ack, SourceContext
 
-Mapper = Callable[[Mapping[str, Any]], Record[bytes]]
+Mapper = Callable[[Mapping[str, Any], int | None], Record[bytes]]
 
 DEADLINE_S = 20.0
 
 
-def meter_mapper(fields: Mapping[str, Any]) -> Record[bytes]:
+def meter_mapper(fields: Mapping[str, Any], received_ns: int | None = None) -> Record[bytes]:
     """Test mapping: cid 1, mid = meter, moid = channel, cap = ts, payload = value text."""
     key = Key._make((1, int(fields["meter"]), int(fields.get("channel", 0)), int(fields["ts"]), -1))
     return Record._make((key, str(fields["value"]).encode()))
+
+
+def compiled_mapper(config: FilesConfig) -> Mapper:
+    """The core's compiled mapping for ``config`` (with the installed codecs)."""
+    codecs = PluginManager.from_entry_points().codecs
+    return compile_mapping(config, codecs).map_one
 
 
 @dataclass
@@ -82,7 +90,7 @@ class HarnessContext(SourceContext):
         received_ns: int | None = None,
     ) -> Record[bytes] | None:
         try:
-            return self.mapper(fields)
+            return self.mapper(fields, received_ns)
         except (KeyError, ValueError) as exc:
             self.reject(raw, f"mapping: {exc!r}", origin=origin)
             return None
