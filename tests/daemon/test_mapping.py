@@ -473,3 +473,34 @@ FAST_EXACT = compiled(
     key={"cid": "{meter}", "mid": {"field": "channel", "default": 1}, "moid": 5},
     cap={"field": "ts", "unit": "ms"},
 )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"meter": "12", "channel": "3", "ts": "1700000000123", "data": "x"},
+        {"meter": 12, "channel": 3, "ts": 1700000000123, "data": b"x"},
+    ],
+)
+def test_text_and_native_rows_take_the_fast_path(fields: dict[str, Any]) -> None:
+    mapping = compiled(cap={"field": "ts", "unit": "ms"})
+    assert mapping(fields) == mapping.exact(fields)
+    records, failures = mapping.map_many([fields] * 3)
+    assert len(records) == 3
+    assert failures == []
+    assert mapping.fallbacks == 0
+    with pytest.raises(MappingError):
+        mapping({"channel": 3, "ts": 0, "data": b""})  # no meter: the exact path says so
+    assert mapping.fallbacks == 1
+
+
+def test_lookup_and_iso8601_rows_take_the_fast_path() -> None:
+    key = {
+        "cid": 1,
+        "mid": {"field": "line", "lookup": "lines"},
+        "moid": {"field": "m", "default": 0},
+    }
+    mapping = compiled(key=key, lookups=LOOKUPS, cap={"field": "ts", "unit": "iso8601"})
+    record = mapping(row(line="line-b", ts="2024-01-02T03:04:05Z"))
+    assert record.key[:4] == (1, 4, 0, ISO_BASE_NS)
+    assert mapping.fallbacks == 0

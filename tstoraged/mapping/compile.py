@@ -93,7 +93,7 @@ class CompiledMapping:
     the generated function itself, without the method call of ``__call__``.
     """
 
-    __slots__ = ("codec", "exact", "map_many", "map_one", "source")
+    __slots__ = ("_fallback", "codec", "exact", "map_many", "map_one", "source")
 
     map_one: MapOne
     """``map_one(fields, received_ns=None)``: the record, or :class:`MappingError`."""
@@ -116,7 +116,8 @@ class CompiledMapping:
         codec: str,
         clock: Callable[[], int],
     ) -> None:
-        self.exact = exact = _exact_mapper(parts, cap, encoder, codec, clock)
+        self.exact = _exact_mapper(parts, cap, encoder, codec, clock)
+        self._fallback = _CountingFallback(self.exact)
         generator = _Generator(parts, cap)
         self.source = generator.source()
         namespace = {
@@ -127,7 +128,7 @@ class CompiledMapping:
             "_MappingError": MappingError,
             "_MISSING": MISSING,
             "_encode": encoder,
-            "_exact": exact,
+            "_exact": self._fallback,
             "_clock": clock,
         }
         self.map_one, self.map_many = build_functions(self.source, "mapping", namespace)
@@ -140,8 +141,31 @@ class CompiledMapping:
         """
         return self.map_one(fields, received_ns)
 
+    @property
+    def fallbacks(self) -> int:
+        """Records the fast path handed to the exact path so far (failed records included).
+
+        Close to the number of failures when the input suits the config; when it is much
+        higher, the input has a shape the fast path does not cover (say decimal timestamps).
+        """
+        return self._fallback.records
+
     def __repr__(self) -> str:
         return f"<CompiledMapping codec={self.codec!r}>"
+
+
+class _CountingFallback:
+    """The exact path as the fast path calls it: counted, to tell how often that happens."""
+
+    __slots__ = ("exact", "records")
+
+    def __init__(self, exact: MapOne) -> None:
+        self.exact = exact
+        self.records = 0
+
+    def __call__(self, fields: Mapping[str, Any], received_ns: int | None = None) -> Record[bytes]:
+        self.records += 1
+        return self.exact(fields, received_ns)
 
 
 def _exact_mapper(
