@@ -77,13 +77,14 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
 
 async def run(options: ServerOptions) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly (requests in flight finish)."""
-    server = await TStorageServer.start(options)
-    print(f"{LISTENING_PREFIX}{server.host}:{server.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         # The handler only schedules the stop; the shutdown itself runs in this task.
         loop.add_signal_handler(signum, stop.set)
+    server = await TStorageServer.start(options)
+    # Printed only once signals are handled: a supervisor may stop us right after this line.
+    print(f"{LISTENING_PREFIX}{server.host}:{server.port}", flush=True)
     await server.serve_until(stop)
 
 

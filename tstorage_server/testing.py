@@ -200,6 +200,7 @@ class ServerProcess:
             raise RuntimeError("the server process is already running")
         self.output = []
         listening = threading.Event()
+        bound: list[int] = []
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             self.command(),
             stdout=subprocess.PIPE,
@@ -215,15 +216,16 @@ class ServerProcess:
                 self.output.append(line.rstrip("\n"))
                 if line.startswith(LISTENING_PREFIX):
                     address = line[len(LISTENING_PREFIX) :].strip()
-                    self.port = int(address.rsplit(":", 1)[1])
+                    bound.append(int(address.rsplit(":", 1)[1]))
                     listening.set()
             listening.set()  # the process ended: wake start() to report it
 
         self._reader = threading.Thread(target=pump, name="tstorage-server-output", daemon=True)
         self._reader.start()
-        if not listening.wait(self.start_timeout) or process.poll() is not None:
+        if not listening.wait(self.start_timeout) or not bound:
             self.kill()
             raise RuntimeError("tstorage-server did not start:\n" + "\n".join(self.output))
+        self.port = bound[0]
         return self
 
     def _wait(self, timeout: float) -> int:
