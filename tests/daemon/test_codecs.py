@@ -272,7 +272,7 @@ field_values = st.one_of(
 def test_struct_generated_encoder_agrees_with_the_exact_one(values: list[Any]) -> None:
     config = StructCodecConfig(format="<bHf?d3sc", fields=[f"f{i}" for i in range(7)])
     fields = {f"f{i}": value for i, value in enumerate(values)}
-    outcomes = []
+    outcomes: list[bytes | str] = []
     for encode in (STRUCT_CODEC.factory(config), _exact_encoder(config)):
         try:
             outcomes.append(encode(fields))

@@ -404,7 +404,7 @@ def test_clock_gives_the_receive_time_when_none_is_passed() -> None:
 
 def test_receive_time_must_be_integer_nanoseconds() -> None:
     with pytest.raises(TypeError, match="integer Unix nanoseconds"):
-        compiled()(row(), 1.5)
+        compiled()(row(), 1.5)  # type: ignore[arg-type]
 
 
 def test_default_clock_is_the_current_time() -> None:
