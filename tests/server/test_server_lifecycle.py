@@ -114,7 +114,7 @@ async def test_stop_finishes_the_request_in_flight_then_closes(tmp_path) -> None
         # Wait (bounded) until the server has read the partial PUT: it is then mid-request.
         connections = server.server._connections
         deadline = asyncio.get_running_loop().time() + 30
-        while not any(not c.idle for c in connections.values()) or len(connections) < 2:  # noqa: ASYNC110 - server-internal state has no event
+        while not any(not c.idle for c in connections.values()) or len(connections) < 2:
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.01)
         stopping = asyncio.create_task(server.server.stop())
