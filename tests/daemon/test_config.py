@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 import test_plugins_support as support
 
 from tstoraged.config import ConfigError, Settings, config_path, load_config, render_config
@@ -314,3 +317,77 @@ def test_settings_are_immutable(plugins):
     with pytest.raises(ValueError, match="frozen"):
         settings.tstorage.port = 1  # type: ignore[misc]
     assert isinstance(settings, Settings)
+
+
+def test_mapping_problems_found_only_by_compiling_are_reported(tmp_path, plugins):
+    path = write(
+        tmp_path,
+        SOURCE.replace("moid = 1 }", 'moid = { field = "ch", lookup = "channels" } }').replace(
+            "cid = 7", "cid = -1"
+        ),
+    )
+    lines = error_lines(path, plugins)
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{path}: sources[0].key.cid: ")
+    assert "-1: cid must be" in lines[0]
+    assert lines[1].startswith(f"{path}: sources[0].key.moid.lookup: ")
+    assert "channels" in lines[1]
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "config" / "tstoraged.toml"
+CONFIGURATION_DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def _setting_paths(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+    """(section, key) of every setting, descending into nested sections."""
+    paths = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths += _setting_paths(annotation, f"{prefix}{name}.")
+        elif name != "sources":
+            paths.append((prefix.rstrip("."), name))
+    return paths
+
+
+def test_reference_config_is_valid_with_the_builtin_plugins():
+    builtins = PluginManager.from_entry_points({"TSTORAGED_LOAD_PLUGINS": "codecs,generator,files"})
+    settings = load_config(REFERENCE, env={}, plugins=builtins)
+    assert {source.type for source in settings.sources} == {"generator", "files"}
+
+
+def test_reference_config_shows_the_defaults(plugins):
+    reference = tomllib.loads(REFERENCE.read_text())
+    del reference["sources"]
+    assert load_config(None, env={}, plugins=plugins) == Settings.model_validate(
+        reference, context={"env": {}}
+    )
+
+
+@pytest.mark.parametrize("document", [REFERENCE, CONFIGURATION_DOC], ids=["reference", "docs"])
+def test_every_setting_is_documented(document):
+    text = document.read_text()
+    missing = [
+        f"{section}.{key}"
+        for section, key in _setting_paths(Settings)
+        if f"[{section}]" not in text or not re.search(rf"(^|[#`\s]){key}\b", text, re.M)
+    ]
+    assert missing == []
+
+
+def test_sources_can_be_replaced_from_the_environment_as_json(tmp_path, plugins):
+    source = {
+        "type": "topics",
+        "name": "from-env",
+        "topics": ["a", 1],
+        "key": {"cid": 1, "mid": 2, "moid": 3},
+        "payload": {"codec": "fixed", "format": "<d", "fields": ["v"]},
+    }
+    env = {"TSTORAGED_SOURCES": json.dumps([source])}
+    assert error_lines(write(tmp_path, SOURCE), plugins, env) == [
+        "environment TSTORAGED_SOURCES: sources[0].topics[1] = 1: expected a valid string"
+    ]
+    source["topics"] = ["a"]
+    env = {"TSTORAGED_SOURCES": json.dumps([source])}
+    settings = load_config(write(tmp_path, SOURCE), env=env, plugins=plugins)
+    assert [s.name for s in settings.sources] == ["from-env"]

@@ -32,6 +32,7 @@ from tstoraged.config.model import (
     Settings,
 )
 from tstoraged.config.secrets import FILE_SUFFIX
+from tstoraged.mapping.compile import MappingConfigError, compile_mapping
 from tstoraged.plugins import LOAD_PLUGINS_ENV, PluginManager
 from tstoraged.source import SourceConfig
 
@@ -248,8 +249,12 @@ def _validate_sources(
             problems.append(ConfigProblem(origin_of(prefix), prefix, "expected a table"))
             continue
         source, entry_problems = _validate_source(entry, prefix, plugins, context, origin_of)
+        entry_problems += _validate_payload(entry, prefix, plugins, context, origin_of)
+        if source is not None and not entry_problems:
+            # What only the whole mapping can tell (a lookup table that does not exist, a
+            # constant out of its key part's range): compile it, as the daemon will.
+            entry_problems += _compile_mapping(source, prefix, plugins, origin_of)
         problems += entry_problems
-        problems += _validate_payload(entry, prefix, plugins, context, origin_of)
         if source is not None:
             validated.append(source)
     problems += _duplicate_names(raw_sources, origin_of)
@@ -322,6 +327,19 @@ def _validate_payload(
         path = (*prefix, "payload")
         message = f"codec {codec_name!r} failed to validate: {type(exc).__name__}: {exc}"
         return [ConfigProblem(origin_of(path), path, message)]
+    return []
+
+
+def _compile_mapping(
+    source: SourceConfig, prefix: KeyPath, plugins: PluginManager, origin_of: OriginOf
+) -> list[ConfigProblem]:
+    try:
+        compile_mapping(source, plugins.codecs)
+    except MappingConfigError as exc:
+        return [
+            ConfigProblem(origin_of((*prefix, *loc)), (*prefix, *loc), message)
+            for loc, message in exc.problems
+        ]
     return []
 
 

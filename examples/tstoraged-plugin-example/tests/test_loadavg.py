@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import struct
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from recording_context import RecordingContext
 from tstoraged_example import LoadAvgConfig, LoadAvgSource, parse_loadavg
 from tstoraged_example.plugin import tstoraged_source_types
 
@@ -15,11 +18,12 @@ from tstoraged import SourceType
 LINE = "0.52 0.58 0.59 2/1234 56789\n"
 
 
-def make_source(path: Path, context, **settings) -> LoadAvgSource:
+def make_source(path: Path, **settings: object) -> tuple[LoadAvgSource, RecordingContext]:
     config = LoadAvgConfig.model_validate(
         {"type": "loadavg", "name": "load", "path": str(path), **settings}
     )
-    return LoadAvgSource(config, context)
+    context = RecordingContext(config, path.parent)
+    return LoadAvgSource(config, context), context
 
 
 def test_parse_loadavg_reads_the_three_averages_and_task_counts():
@@ -37,22 +41,43 @@ def test_parse_loadavg_refuses_other_text():
         parse_loadavg("hello world")
 
 
-async def test_one_reading_maps_one_row_per_window(tmp_path, context):
+async def test_one_reading_becomes_one_record_per_window(tmp_path):
     path = tmp_path / "loadavg"
     path.write_text(LINE)
-    await make_source(path, context, host_id=7).read_once()
+    source, context = make_source(path, host_id=7)
+    await source.read_once()
 
-    assert [m.fields["minutes"] for m in context.mapped] == [1, 5, 15]
-    assert [m.fields["load"] for m in context.mapped] == [0.52, 0.58, 0.59]
-    assert {m.fields["host_id"] for m in context.mapped} == {7}
-    assert len({m.received_ns for m in context.mapped}) == 1
-    assert [len(batch) for batch in context.emitted] == [3]
+    (records,) = context.emitted
+    assert [(r.key.cid, r.key.mid, r.key.moid) for r in records] == [
+        (1, 7, 1),
+        (1, 7, 5),
+        (1, 7, 15),
+    ]
+    assert [struct.unpack("<d", r.value)[0] for r in records] == [0.52, 0.58, 0.59]
+    assert len({r.key.cap for r in records}) == 1  # one reading, one receive time
+    assert context.origins == [f"{path}:load1", f"{path}:load5", f"{path}:load15"]
 
 
-async def test_garbage_is_rejected_not_emitted(tmp_path, context):
+async def test_the_mapping_can_be_overridden_in_the_config(tmp_path):
+    path = tmp_path / "loadavg"
+    path.write_text(LINE)
+    source, context = make_source(
+        path,
+        key={"cid": 2, "mid": "{running}", "moid": "{minutes}"},
+        payload={"codec": "json", "fields": ["load", "total"]},
+    )
+    await source.read_once()
+
+    first = context.emitted[0][0]
+    assert (first.key.cid, first.key.mid, first.key.moid) == (2, 2, 1)
+    assert json.loads(first.value) == {"load": 0.52, "total": 1234}
+
+
+async def test_garbage_is_rejected_not_emitted(tmp_path):
     path = tmp_path / "loadavg"
     path.write_text("garbage\n")
-    await make_source(path, context).read_once()
+    source, context = make_source(path)
+    await source.read_once()
 
     assert context.emitted == []
     assert len(context.rejected) == 1
@@ -62,15 +87,16 @@ async def test_garbage_is_rejected_not_emitted(tmp_path, context):
     assert origin == str(path)
 
 
-async def test_missing_file_fails_the_source(tmp_path, context):
+async def test_missing_file_fails_the_source(tmp_path):
+    source, _ = make_source(tmp_path / "absent")
     with pytest.raises(RuntimeError, match="cannot read"):
-        await make_source(tmp_path / "absent", context).read_once()
+        await source.read_once()
 
 
-async def test_run_reads_repeatedly_until_cancelled(tmp_path, context):
+async def test_run_reads_repeatedly_until_cancelled(tmp_path):
     path = tmp_path / "loadavg"
     path.write_text(LINE)
-    source = make_source(path, context, interval=0.001)
+    source, context = make_source(path, interval="1ms")
     task = asyncio.create_task(source.run())
     # Bounded wait for a few readings; the clock is not asserted on.
     for _ in range(5000):

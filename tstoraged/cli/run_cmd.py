@@ -1,0 +1,46 @@
+"""``tstoraged run``: run the daemon in the foreground (as systemd does)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tstoraged.cli import EXIT_CONFIG_ERROR, Subcommand
+from tstoraged.cli._common import add_config_argument, load_settings, print_problems
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="override [log] level",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tstoraged.config import ConfigError, config_path
+    from tstoraged.runtime.app import run
+
+    try:
+        settings, plugins = load_settings(args)
+    except ConfigError as exc:
+        print_problems(exc.problems)
+        return EXIT_CONFIG_ERROR
+    if args.log_level:
+        settings = settings.model_copy(
+            update={"log": settings.log.model_copy(update={"level": args.log_level})}
+        )
+    return run(settings, plugins, config_path=config_path(args.config, os.environ))
+
+
+COMMAND = Subcommand(
+    name="run",
+    help="run the daemon in the foreground",
+    description=(
+        "Run sources and pipeline until SIGTERM/SIGINT (graceful drain, exit 0). "
+        "SIGHUP re-reads the config: a valid one is applied, an invalid one refused."
+    ),
+    add_arguments=_add_arguments,
+    run=_run,
+)
