@@ -8,8 +8,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 import test_plugins_support as support
+from pydantic import BaseModel
 
 from tstoraged.config import ConfigError, Settings, config_path, load_config, render_config
 from tstoraged.plugins import PluginManager
