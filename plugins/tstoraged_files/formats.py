@@ -132,37 +132,54 @@ class CsvParser(LineParser):
 
     def parse(self, lines: list[str], first_line: int) -> list[Record[bytes]]:
         records: list[Record[bytes]] = []
-        append = records.append
         reader = self._reader(lines)
-        while True:  # a csv.Error ends the for loop; the reader goes on with the next line
+        base = first_line - 1  # line number = base + reader.line_num
+        while True:  # a csv.Error ends the row loop; the reader goes on with the next line
             try:
-                for row in reader:
-                    if not row:
-                        continue
-                    number = reader.line_num
-                    if row == self.header_row:
-                        continue
-                    line = first_line + number - 1
-                    if line == 1 and self.options.header:
-                        self._take_header(row)
-                        continue
-                    columns = self.columns
-                    if columns is None:
-                        self.reject(lines[number - 1], "no header line seen yet", line)
-                    elif len(row) != len(columns):
-                        reason = f"expected {len(columns)} fields, got {len(row)}"
-                        self.reject(lines[number - 1], reason, line)
-                    else:
-                        record = self.map_fields(
-                            dict(zip(columns, row, strict=True)), line, lines[number - 1]
-                        )
-                        if record is not None:
-                            append(record)
+                if base == 0 and self.options.header and reader.line_num == 0:
+                    self._take_header(next(reader, []))
+                self._parse_rows(reader, lines, base, records)
                 return records
             except csv.Error as exc:
-                self.reject(
-                    lines[reader.line_num - 1], f"CSV: {exc}", first_line + reader.line_num - 1
-                )
+                number = reader.line_num
+                self.reject(lines[number - 1], f"CSV: {exc}", base + number)
+
+    def _parse_rows(
+        self, reader: _csv.Reader, lines: list[str], base: int, records: list[Record[bytes]]
+    ) -> None:
+        columns = self.columns
+        if columns is None:
+            for row in reader:
+                if row:
+                    number = reader.line_num
+                    self.reject(lines[number - 1], "no header line seen yet", base + number)
+            return
+        # The hot loop: everything it touches is a local.
+        width = len(columns)
+        header = self.header_row
+        path = self.path
+        map_record = self.context.map
+        map_stamped = self.map_fields if self.stamp_lines else None
+        append = records.append
+        for row in reader:
+            if len(row) != width or row == header:
+                if row and row != header:
+                    number = reader.line_num
+                    reason = f"expected {width} fields, got {len(row)}"
+                    self.reject(lines[number - 1], reason, base + number)
+                continue
+            number = reader.line_num
+            fields = dict(zip(columns, row, strict=False))  # equal lengths, checked above
+            if map_stamped is None:
+                record = map_record(fields, origin=f"{path}:{base + number}", raw=lines[number - 1])
+                if record is None:
+                    self.rejected += 1
+                    continue
+            else:
+                record = map_stamped(fields, base + number, lines[number - 1])
+                if record is None:
+                    continue
+            append(record)
 
 
 class JsonLinesParser(LineParser):
