@@ -1,0 +1,320 @@
+"""The daemon: one :func:`run` owns the event loop; :class:`Daemon` wires the parts together.
+
+Lifecycle:
+
+- start: logging, metrics endpoint, pipeline, sources; then ``READY=1`` to systemd.
+- SIGTERM / SIGINT: ``STOPPING=1``; sources are cancelled, everything buffered is flushed
+  (bounded by ``[daemon] drain_timeout``), exit 0. What could not be delivered in time was
+  never acknowledged, so sources with positions (files, MQTT) deliver it again after a restart.
+- SIGHUP: ``RELOADING=1``; the config file is read and validated again. A valid config is
+  applied (sources added, removed or changed; batch, queue, retry and target settings) without
+  losing buffered records; an invalid one is refused with one log line per problem, and the
+  daemon keeps running on the old config. Then ``READY=1`` again.
+
+Signal handlers only set events; this module's main loop does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from tstoraged.config import ConfigError, load_config
+from tstoraged.config.model import Settings
+from tstoraged.mapping.compile import compile_mapping
+from tstoraged.observe.http import ObservabilityServer, Readiness, parse_listen
+from tstoraged.observe.logging import configure_logging
+from tstoraged.observe.metrics import Metrics
+from tstoraged.pipeline.deadletter import DeadLetterFile
+from tstoraged.pipeline.pipeline import DrainReport, Pipeline, Stage
+from tstoraged.plugins import PluginManager
+from tstoraged.runtime import wiring
+from tstoraged.runtime.context import CoreSourceContext, source_state_dir
+from tstoraged.runtime.sdnotify import SystemdNotifier, status_loop, watchdog_loop
+from tstoraged.runtime.supervisor import SourceSupervisor
+from tstoraged.source import Source, SourceConfig
+
+__all__ = ["Daemon", "DaemonResult", "run"]
+
+log = structlog.get_logger("tstoraged")
+
+
+@dataclass(frozen=True)
+class DaemonResult:
+    """How a daemon run ended."""
+
+    exit_code: int
+    drain: DrainReport | None = None
+
+
+class Daemon:
+    """Runs sources and pipeline from one validated :class:`Settings` (reloadable)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        plugins: PluginManager,
+        *,
+        config_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        notifier: SystemdNotifier | None = None,
+        once: bool = False,
+        configure_logs: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.plugins = plugins
+        self.config_path = config_path
+        self.env = os.environ if env is None else env
+        self.notifier = notifier if notifier is not None else SystemdNotifier()
+        self.once = once
+        """Stop by itself once every source has finished (one-shot imports)."""
+        self.configure_logs = configure_logs
+        self.metrics = Metrics()
+        self.http: ObservabilityServer | None = None
+        self.pipeline: Pipeline | None = None
+        self.dead_letters: DeadLetterFile | None = None
+        self.supervisor: SourceSupervisor | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._pipeline_task: asyncio.Task[None] | None = None
+
+    # -- control (safe to call from signal handlers and tests) --------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Re-read the config file at the next opportunity."""
+        self._reload.set()
+
+    @property
+    def http_url(self) -> str | None:
+        """Base URL of the metrics/status endpoint, once it is up."""
+        return self.http.url if self.http is not None else None
+
+    # -- the main loop ------------------------------------------------------------------------
+
+    async def run(self) -> DaemonResult:
+        """Run until stopped; returns the exit code and the drain report."""
+        settings = self.settings
+        if self.configure_logs:
+            configure_logging(settings.log.level, settings.log.format)
+        state_dir = settings.daemon.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        dead_letter_file = settings.daemon.dead_letter.file or state_dir / "dead-letter.jsonl"
+        self.dead_letters = DeadLetterFile(dead_letter_file, settings.daemon.dead_letter.max_size)
+        self.pipeline = Pipeline(
+            target=wiring.target_settings(settings),
+            batch=wiring.batch_settings(settings),
+            queue=wiring.queue_settings(settings),
+            retry=wiring.retry_settings(settings),
+            dead_letters=self.dead_letters,
+            observer=self.metrics,
+            stage=await self._build_stage(settings),
+        )
+        self._pipeline_task = self.pipeline.start()
+        self.supervisor = SourceSupervisor(self._make_source, self.metrics.source_state)
+        background: list[asyncio.Task[None]] = []
+        try:
+            await self._start_http(settings)
+            self.supervisor.start(settings.enabled_sources)
+            log.info(
+                "daemon_started",
+                sources=[s.name for s in settings.enabled_sources],
+                tstorage=f"{settings.tstorage.host}:{settings.tstorage.port}",
+                write_mode=settings.tstorage.write_mode,
+                metrics=self.http_url,
+                state_dir=str(state_dir),
+            )
+            self.notifier.ready(status=self.metrics.summary_line())
+            background = [
+                asyncio.create_task(watchdog_loop(self.notifier), name="sd-watchdog"),
+                asyncio.create_task(
+                    status_loop(self.notifier, self.metrics.summary_line), name="sd-status"
+                ),
+            ]
+            if self.once:
+                background.append(asyncio.create_task(self._stop_when_sources_finish()))
+            crashed = await self._serve()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+        return await self._shutdown(crashed)
+
+    async def _serve(self) -> bool:
+        """Wait for stop and reload requests; True when the pipeline crashed."""
+        assert self._pipeline_task is not None
+        while True:
+            stop = asyncio.ensure_future(self._stop.wait())
+            reload = asyncio.ensure_future(self._reload.wait())
+            done, _ = await asyncio.wait(
+                {stop, reload, self._pipeline_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            stop.cancel()
+            reload.cancel()
+            if self._pipeline_task in done:
+                exc = None if self._pipeline_task.cancelled() else self._pipeline_task.exception()
+                log.critical("pipeline_crashed", error=repr(exc), exc_info=exc)
+                return True
+            if self._stop.is_set():
+                return False
+            self._reload.clear()
+            await self.reload()
+
+    async def _stop_when_sources_finish(self) -> None:
+        assert self.supervisor is not None
+        await self.supervisor.wait_all_finished()
+        log.info("all_sources_finished")
+        self.request_stop()
+
+    async def _shutdown(self, crashed: bool) -> DaemonResult:
+        assert self.pipeline is not None and self.supervisor is not None
+        self.notifier.stopping()
+        timeout = self.settings.daemon.drain_timeout
+        log.info("daemon_stopping", drain_timeout=timeout)
+        await self.supervisor.stop(timeout=max(1.0, min(10.0, timeout)))
+        report = await self.pipeline.drain(timeout)
+        await self._close_stage()
+        if self.http is not None:
+            await self.http.stop()
+        if self.dead_letters is not None:
+            self.dead_letters.close()
+        log.info(
+            "daemon_stopped",
+            drained=report.complete,
+            undelivered_records=report.undelivered_records,
+        )
+        return DaemonResult(1 if crashed or report.error else 0, report)
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read and apply the config file; False (and the old config kept) when invalid."""
+        assert self.pipeline is not None and self.supervisor is not None
+        self.notifier.reloading()
+        log.info("reload_requested", config=str(self.config_path))
+        try:
+            new = load_config(self.config_path, env=self.env, plugins=self.plugins)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload_refused", problem=str(problem))
+            self.notifier.ready(status="config reload refused; running on the previous config")
+            return False
+        old = self.settings
+        refused = _unreloadable(old, new)
+        if refused:
+            for reason in refused:
+                log.error("reload_refused", problem=reason)
+            self.notifier.ready(status="config reload refused; running on the previous config")
+            return False
+        if self.configure_logs and new.log != old.log:
+            configure_logging(new.log.level, new.log.format)
+        self.pipeline.reconfigure(
+            target=wiring.target_settings(new),
+            batch=wiring.batch_settings(new),
+            queue=wiring.queue_settings(new),
+            retry=wiring.retry_settings(new),
+        )
+        self.settings = new
+        changes = await self.supervisor.apply(new.enabled_sources)
+        for name in changes["removed"]:
+            self.metrics.remove_source(name)
+        if new.metrics != old.metrics:
+            if self.http is not None:
+                await self.http.stop()
+                self.http = None
+            await self._start_http(new)
+        log.info("reload_applied", **changes)
+        self.notifier.ready(status=self.metrics.summary_line())
+        return True
+
+    # -- parts --------------------------------------------------------------------------------
+
+    def _make_source(self, config: SourceConfig) -> Source:
+        assert self.pipeline is not None and self.dead_letters is not None
+        source_type = self.plugins.source_types[config.type]
+        context = CoreSourceContext(
+            config.name,
+            mapping=compile_mapping(config, self.plugins.codecs),
+            emit=self.pipeline.emitter(config.name),
+            dead_letters=self.dead_letters,
+            observer=self.metrics,
+            state_dir=source_state_dir(self.settings.daemon.state_dir, config.name),
+        )
+        return source_type.source_class(config, context)
+
+    async def _start_http(self, settings: Settings) -> None:
+        if not settings.metrics.enabled:
+            return
+        host, port = parse_listen(settings.metrics.listen)
+        self.http = ObservabilityServer(
+            self.metrics, host=host, port=port, readiness=self.readiness
+        )
+        await self.http.start()
+
+    def readiness(self) -> Readiness:
+        """Ready when the pipeline runs, TStorage is reachable (or spooled) and no source fails."""
+        if self._pipeline_task is None or self._pipeline_task.done():
+            return Readiness(False, "pipeline not running")
+        if self.supervisor is not None and not self.supervisor.states_ok():
+            return Readiness(False, "a source is failing")
+        connections = self.metrics.snapshot()["connections"]
+        if not self.settings.spool.enabled and not any(connections.values()):
+            return Readiness(False, "not connected to TStorage")
+        return Readiness(True)
+
+    async def _build_stage(self, settings: Settings) -> Stage | None:
+        """The stage between batcher and writer: the disk spool when enabled, else memory."""
+        return None
+
+    async def _close_stage(self) -> None:
+        """Close the stage's resources after the drain."""
+
+
+def _unreloadable(old: Settings, new: Settings) -> list[str]:
+    """Changes a running daemon cannot apply; a restart is needed for them."""
+    problems = []
+    if old.tstorage.write_mode != new.tstorage.write_mode:
+        problems.append("tstorage.write_mode cannot change on reload; restart the daemon")
+    if old.daemon.state_dir != new.daemon.state_dir:
+        problems.append("daemon.state_dir cannot change on reload; restart the daemon")
+    if old.spool != new.spool:
+        problems.append("[spool] cannot change on reload; restart the daemon")
+    return problems
+
+
+def run(
+    settings: Settings,
+    plugins: PluginManager,
+    *,
+    config_path: Path | None = None,
+    once: bool = False,
+    **kwargs: Any,
+) -> int:
+    """Run the daemon; owns the event loop and the signal handlers. Returns the exit code."""
+
+    async def main() -> int:
+        daemon = Daemon(settings, plugins, config_path=config_path, once=once, **kwargs)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
+        try:
+            result = await daemon.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+        return result.exit_code
+
+    return asyncio.run(main())

@@ -1,0 +1,89 @@
+"""The core's side of the source contract: :class:`CoreSourceContext`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from tstorage_client.record import Record
+from tstoraged.mapping.compile import CompiledMapping
+from tstoraged.pipeline.deadletter import DeadLetterFile
+from tstoraged.pipeline.observer import PipelineObserver
+from tstoraged.pipeline.pipeline import Emit
+from tstoraged.source import Ack, SourceContext
+
+__all__ = ["CoreSourceContext", "source_state_dir"]
+
+# Everything a compiled mapping may raise on bad field values; anything else is a bug.
+_MAPPING_FAILURES = (ValueError, TypeError, KeyError, OverflowError, ArithmeticError)
+
+
+def source_state_dir(state_dir: Path, name: str) -> Path:
+    """The private state directory of source ``name`` (checkpoints), created if missing."""
+    path = state_dir / "sources" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class CoreSourceContext(SourceContext):
+    """Maps fields with the source's compiled mapping, dead-letters failures, emits records."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        mapping: CompiledMapping,
+        emit: Emit,
+        dead_letters: DeadLetterFile,
+        observer: PipelineObserver,
+        state_dir: Path,
+    ) -> None:
+        self.name = name
+        self.log = structlog.get_logger("tstoraged.source").bind(source=name)
+        self.state_dir = state_dir
+        self._mapping = mapping
+        self._emit = emit
+        self._dead_letters = dead_letters
+        self._observer = observer
+
+    def map(
+        self,
+        fields: Mapping[str, Any],
+        *,
+        origin: str,
+        raw: object = None,
+        received_ns: int | None = None,
+    ) -> Record[bytes] | None:
+        try:
+            return self._mapping(fields, received_ns)
+        except _MAPPING_FAILURES as exc:
+            self.reject(fields if raw is None else raw, str(exc), origin=origin)
+            return None
+
+    def reject(self, raw: object, reason: str, *, origin: str) -> None:
+        self._dead_letters.write_raw(self.name, _jsonable(raw), reason, origin=origin)
+        self._observer.records_rejected(self.name, 1, _reason_class(reason))
+        # Repeats of the same reason are rate-limited by the logging setup.
+        self.log.warning("input_rejected", origin=origin, reason=reason)
+
+    async def emit(self, records: Sequence[Record[bytes]], ack: Ack | None = None) -> None:
+        await self._emit(records, ack)
+
+
+def _jsonable(raw: object) -> object:
+    """Field dicts may hold any values; keep what JSON can show, repr the rest."""
+    if isinstance(raw, Mapping):
+        return {
+            str(k): v if isinstance(v, str | int | float | bool | None) else repr(v)
+            for k, v in raw.items()
+        }
+    return raw
+
+
+def _reason_class(reason: str) -> str:
+    """A bounded label for metrics: the reason up to its first value-specific part."""
+    head = reason.split(":", 1)[0].strip()
+    return head[:60] if head else "rejected"
