@@ -178,7 +178,8 @@ class Daemon:
         self.request_stop()
 
     async def _shutdown(self, crashed: bool) -> DaemonResult:
-        assert self.pipeline is not None and self.supervisor is not None
+        assert self.pipeline is not None
+        assert self.supervisor is not None
         self.notifier.stopping()
         timeout = self.settings.daemon.drain_timeout
         log.info("daemon_stopping", drain_timeout=timeout)
@@ -200,7 +201,8 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Re-read and apply the config file; False (and the old config kept) when invalid."""
-        assert self.pipeline is not None and self.supervisor is not None
+        assert self.pipeline is not None
+        assert self.supervisor is not None
         self.notifier.reloading()
         log.info("reload_requested", config=str(self.config_path))
         try:
@@ -241,7 +243,8 @@ class Daemon:
     # -- parts --------------------------------------------------------------------------------
 
     def _make_source(self, config: SourceConfig) -> Source:
-        assert self.pipeline is not None and self.dead_letters is not None
+        assert self.pipeline is not None
+        assert self.dead_letters is not None
         source_type = self.plugins.source_types[config.type]
         context = CoreSourceContext(
             config.name,
