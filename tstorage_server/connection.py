@@ -78,6 +78,12 @@ class Connection:
             reason = f"request failed: {failed}"
         except (ConnectionError, OSError) as error:
             reason = f"connection lost: {error!r}"
+        except Exception as error:
+            # A server bug or a storage failure: this connection ends, the server serves on.
+            reason = f"internal error: {error!r}"
+            log.exception("request_failed", peer=self.peer, reason=reason)
+            with contextlib.suppress(Exception):
+                self._writer.write(encode_error())
         except asyncio.CancelledError:
             reason = "server stopping"
             raise
@@ -131,10 +137,21 @@ class Connection:
         if self._put is not None:
             await self._put.rollback()
             self._put = None
-        with contextlib.suppress(ConnectionError, OSError):
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
             self._writer.write(encode_error() if response is None else response)
-            await self._writer.drain()
+            await self._drain()
         raise _RequestFailed(reason)
+
+    async def _drain(self) -> None:
+        """Wait until the peer has taken enough of our output (backpressure), bounded in time.
+
+        A client that stops reading would otherwise hold its connection, and for SQLite a read
+        snapshot, forever: after ``idle_timeout`` it is treated as gone.
+        """
+        try:
+            await asyncio.wait_for(self._writer.drain(), self._idle_timeout)
+        except TimeoutError:
+            raise ConnectionError(f"peer took no data for {self._idle_timeout} s") from None
 
     async def _end_put(self) -> None:
         put = self._put
@@ -149,7 +166,7 @@ class Connection:
     async def _respond(self, data: bytes) -> None:
         self.requests += 1
         self._writer.write(data)
-        await self._writer.drain()
+        await self._drain()
 
     def _check_range(self, event: GetRequest | GetAcqRequest) -> str | None:
         return range_error(event.key_min, event.key_max, self._storage.clock.next_acq())
@@ -176,7 +193,7 @@ class Connection:
             async for chunk in records:
                 writer.write(chunk)
                 # Backpressure: never read ahead of what the client has taken.
-                await writer.drain()
+                await self._drain()
         except (ConnectionError, OSError):
             raise
         except Exception as error:  # a storage failure mid-stream: the "failed end" of a GET

@@ -58,21 +58,22 @@ into an open write transaction (holding the writer) so memory stays bounded."""
 READ_CHUNK_ROWS = 8192
 """Rows fetched and encoded per step of a GET."""
 
-MAX_POINT_QUERIES = 4096
+MAX_POINT_QUERIES = 1024
 """Upper bound on the sub-queries one box is split into (see :func:`box_queries`)."""
 
 
 def box_queries(key_min: Key, key_max: Key) -> Iterator[tuple[str, tuple[int, ...]]]:
     """SQL queries (with parameters) that together select the box, in key order.
 
-    The primary-key index can seek on equalities followed by one range. So leading components
-    whose range holds few values (cid, then mid, moid, cap, while the product stays within
-    ``MAX_POINT_QUERIES``) are enumerated as equalities, and a GET over a small box touches
-    only that box instead of every row whose cid is in range.
+    The primary-key index can seek on equalities followed by one range. So the leading
+    identifier components (cid, then mid, then moid) whose ranges hold few values, while the
+    product stays within ``MAX_POINT_QUERIES``, are enumerated as equalities, and cap becomes
+    the seek range: a GET over a small box touches only that box instead of every row whose
+    cid is in range. Times (cap, acq) are never enumerated; they are sparse nanoseconds.
     """
     fixed = 0
     count = 1
-    while fixed < 4:
+    while fixed < 3:
         width = key_max[fixed] - key_min[fixed]
         if count * width > MAX_POINT_QUERIES:
             break
