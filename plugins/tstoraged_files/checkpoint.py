@@ -18,8 +18,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tstoraged_files.identity import Fingerprint
+
+if TYPE_CHECKING:
+    import structlog
 
 __all__ = ["CheckpointStore", "FileCheckpoint"]
 
@@ -115,12 +119,20 @@ class CheckpointStore:
         else:
             self._dirty.set()
 
-    async def run(self) -> None:
-        """Write changes, at most once per ``interval``, until cancelled."""
+    async def run(self, log: structlog.typing.FilteringBoundLogger) -> None:
+        """Write changes, at most once per ``interval``, until cancelled.
+
+        A failed write (disk full, read-only state directory) is logged and tried again:
+        positions only fall behind, which means lines are read again after a restart.
+        """
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self.interval)
-            self.save()
+            try:
+                self.save()
+            except OSError as exc:
+                log.error("cannot write checkpoints", path=str(self.path), error=str(exc))
+                self._dirty.set()
 
     def close(self) -> None:
         """Write pending changes; from now on every change is written at once."""

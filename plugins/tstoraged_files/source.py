@@ -45,7 +45,9 @@ class FilesSource(Source):
         else:
             worker = DropDirectory(config, self.context, store)
         self.worker = worker
-        writer = asyncio.create_task(store.run(), name=f"{self.context.name}-checkpoints")
+        writer = asyncio.create_task(
+            store.run(self.context.log), name=f"{self.context.name}-checkpoints"
+        )
         try:
             await worker.run()
         finally:

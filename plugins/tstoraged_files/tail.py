@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TailFollower"]
 
+UNREADABLE_RETRY_S = 60.0
+"""How often opening a file that failed to open is tried again (permissions may be fixed)."""
+
 FileId = tuple[int, int]
 """(device, inode)."""
 
@@ -66,7 +69,8 @@ class TailFollower:
         """Where reading of retired content had got to (emitted, maybe not yet acked)."""
         self._copies: dict[FileId, float] = {}
         """New inodes that look like a copy of a followed file, and since when."""
-        self._unreadable: set[FileId] = set()
+        self._unreadable: dict[FileId, float] = {}
+        """Files that could not be opened, and when that was (retried after a while)."""
 
     async def run(self) -> None:
         """Poll, read and emit until cancelled."""
@@ -99,6 +103,9 @@ class TailFollower:
             self._check_rewritten(followed)
         # Files with a checkpoint for their own inode first: at startup a copy must not claim
         # content whose original has not been looked at yet.
+        for file_id, failed_at in list(self._unreadable.items()):
+            if now - failed_at >= UNREADABLE_RETRY_S:
+                del self._unreadable[file_id]
         new = [fid for fid in found if fid not in self.followed and fid not in self._unreadable]
         new.sort(key=lambda fid: self.store.find_live(*fid) is None)
         for file_id in new:
@@ -113,7 +120,7 @@ class TailFollower:
     def _scan(self) -> dict[FileId, str]:
         found: dict[FileId, str] = {}
         for pattern in self.config.paths:
-            for path in sorted(glob.glob(pattern)):
+            for path in sorted(glob.glob(pattern, recursive=True)):
                 name = os.path.basename(path)
                 if any(fnmatch.fnmatchcase(name, ex) for ex in self.config.exclude):
                     continue
@@ -153,7 +160,7 @@ class TailFollower:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             self.context.log.error("cannot open file", path=path, error=str(exc))
-            self._unreadable.add(file_id)
+            self._unreadable[file_id] = now
             return
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != file_id:  # replaced between scan and open: next round
@@ -178,7 +185,7 @@ class TailFollower:
                 return entry, entry.offset, entry.line
             self._retire_or_forget(entry)
         if size:
-            retired = self._retired_content(fd)
+            retired = self._retired_content(fd, size)
             if retired is not None:
                 offset, line = self._retired_positions.pop(retired, (retired.offset, retired.line))
                 retired.dev, retired.ino = file_id
@@ -205,13 +212,16 @@ class TailFollower:
         entry.seen = time.time()
         self.store.changed()
 
-    def _retired_content(self, fd: int) -> FileCheckpoint | None:
+    def _retired_content(self, fd: int, size: int) -> FileCheckpoint | None:
         for entry in self.store.entries:
             if not entry.retired or not entry.fingerprint.length:
                 continue
-            # Continuing skips everything before the position: the fingerprint must vouch for
-            # all of it (or be full length), else a file merely starting alike would lose data.
+            # Continuing skips everything before the position: the file must reach it, and
+            # the fingerprint must vouch for all of it (or be full length), else a file merely
+            # starting alike (a truncated one, or one with the same header) would lose data.
             offset = self._retired_positions.get(entry, (entry.offset, 0))[0]
+            if offset > size:
+                continue
             covered = entry.fingerprint.length >= min(offset, self.config.fingerprint_bytes)
             if covered and entry.fingerprint.matches(fd):
                 return entry

@@ -289,3 +289,23 @@ async def test_json_lines_are_mapped_and_bad_ones_rejected(tmp_path: Path) -> No
         (2, 3, 2, b"x"),
     ]
     assert [r.origin for r in context.rejects] == [f"{log}:3", f"{log}:4"]
+
+
+async def test_a_file_truncated_while_stopped_is_read_from_its_start_after_restart(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "a.csv"
+    log.write_text(CSV_HEADER + csv_lines(0, 100))
+    state = tmp_path / "state"
+    config = files_config(paths=[str(log)])
+    first = HarnessContext(state)
+    async with RunningSource(config, first):
+        await first.wait_records(100)
+    inode = log.stat().st_ino
+    log.write_text(CSV_HEADER + csv_lines(100, 103))  # same inode, same header, shorter
+    assert log.stat().st_ino == inode
+    second = HarnessContext(state)
+    async with RunningSource(config, second):
+        await second.wait_records(3)
+    assert second.caps() == [100, 101, 102]
+    assert second.rejects == []
