@@ -37,6 +37,7 @@ class Subcommand:
 
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "tstoraged.cli.run_cmd",
     "tstoraged.cli.check",
     "tstoraged.cli.plugins_cmd",
 )
