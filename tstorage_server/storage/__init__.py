@@ -1,1 +1,1 @@
-"""Record stores behind one contract (``base.Storage``): ``memory`` and ``sqlite``, one module each."""
+"""Record stores behind one contract (``base.Storage``): ``memory`` and ``sqlite``."""
