@@ -22,6 +22,7 @@ from tstoraged.mapping import (
     MappingError,
     compile_mapping,
 )
+from tstoraged.mapping.timeparse import iso8601_parser, iso8601_to_unix_ns
 from tstoraged.source import SourceConfig
 
 CODECS: dict[str, CodecType[Any]] = {codec.name: codec for codec in tstoraged_payload_codecs()}
@@ -504,3 +505,54 @@ def test_lookup_and_iso8601_rows_take_the_fast_path() -> None:
     record = mapping(row(line="line-b", ts="2024-01-02T03:04:05Z"))
     assert record.key[:4] == (1, 4, 0, ISO_BASE_NS)
     assert mapping.fallbacks == 0
+
+
+@st.composite
+def iso8601_texts(draw: st.DrawFn) -> tuple[str, int]:
+    """ISO 8601 text in the shapes exports write, and its Unix ns computed independently."""
+    moment = draw(
+        st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1))
+    )
+    moment = moment.replace(microsecond=0)
+    nanos = draw(st.integers(0, 10**9 - 1))
+    digits = draw(st.integers(0, 9))
+    fraction = f"{nanos:09d}"[:digits]
+    minutes = draw(st.integers(-14 * 60, 14 * 60))
+    zone = draw(
+        st.sampled_from(
+            [
+                "",
+                "Z",
+                f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}",
+                f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}",
+            ]
+        )
+    )
+    separator = draw(st.sampled_from(["T", " "]))
+    text = moment.strftime(f"%Y-%m-%d{separator}%H:%M:%S")
+    text += ("." + fraction if fraction else "") + zone
+    offset_minutes = minutes if zone not in ("", "Z") else 0
+    utc = moment - dt.timedelta(minutes=offset_minutes)
+    unix_ns = (utc - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1) * 1000
+    return text, unix_ns + int(fraction.ljust(9, "0") or 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(iso8601_texts())
+def test_iso8601_parser_agrees_with_the_general_parser(case: tuple[str, int]) -> None:
+    text, unix_ns = case
+    parse = iso8601_parser("ts")
+    assert iso8601_to_unix_ns(text, "ts") == unix_ns
+    assert parse(text) == unix_ns
+    assert parse(text) == unix_ns  # again, from the remembered minute and offset
+
+
+@pytest.mark.parametrize(
+    "text", ["2023-02-30T10:00:00Z", "2023-11-14T22:13:61Z", "2023-11-14T22:13:20+25:00"]
+)
+def test_iso8601_parser_refuses_impossible_times_like_the_general_parser(text: str) -> None:
+    parse = iso8601_parser("ts")
+    with pytest.raises(MappingError, match="is not an ISO 8601 time"):
+        parse(text)
+    with pytest.raises(MappingError, match="is not an ISO 8601 time"):
+        iso8601_to_unix_ns(text, "ts")
