@@ -1,0 +1,227 @@
+"""Helpers for testing tstoraged and its plugins against the real daemon process.
+
+    with NotifySocket(tmp_path) as notify, DaemonProcess(config_path, notify=notify) as daemon:
+        notify.wait_for("READY=1")
+        status = daemon.status()          # GET /status of the daemon's metrics endpoint
+        daemon.send_signal(signal.SIGHUP)
+        assert daemon.terminate() == 0
+
+The daemon is started as ``python -m tstoraged.cli run -c <config>`` with JSON logs on stdout;
+configs used with it should set ``[metrics] listen = "127.0.0.1:0"`` (the bound address is
+read from the ``daemon_started`` log line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DaemonProcess", "NotifySocket", "wait_until"]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy (bounded deadline); return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class NotifySocket:
+    """A real ``NOTIFY_SOCKET``: an AF_UNIX datagram socket collecting sd_notify messages."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.path = Path(directory) / "notify.sock"
+        self.messages: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(os.fspath(self.path))
+        self._sock.settimeout(0.05)
+        self._closed = False
+        self._thread = threading.Thread(target=self._pump, name="notify-socket", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while not self._closed:
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.messages.append(data.decode("utf-8", "replace"))
+
+    def assignments(self) -> list[str]:
+        """Every ``KEY=value`` line received so far, in order."""
+        return [line for message in list(self.messages) for line in message.split("\n")]
+
+    def wait_for(self, assignment: str, timeout: float = 30.0, after: int = 0) -> int:
+        """Wait for a line starting with ``assignment`` at index >= ``after``; return its index."""
+
+        def find() -> int | None:
+            for index, line in enumerate(self.assignments()):
+                if index >= after and line.startswith(assignment):
+                    return index + 1  # +1 so that index 0 is truthy
+            return None
+
+        return int(wait_until(find, timeout, f"sd_notify {assignment!r}")) - 1
+
+    def close(self) -> None:
+        """Stop listening and remove the socket file."""
+        self._closed = True
+        self._thread.join(1)
+        self._sock.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> NotifySocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DaemonProcess:
+    """``tstoraged run`` as a child process with its JSON log lines collected."""
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str],
+        *,
+        notify: NotifySocket | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self.config = Path(config)
+        self.notify = notify
+        self.env = dict(env or {})
+        self.args = list(args or [])
+        self.process: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> DaemonProcess:
+        """Start the daemon (returns at once; wait for READY=1 or a log event)."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env.pop("NOTIFY_SOCKET", None)
+        if self.notify is not None:
+            env["NOTIFY_SOCKET"] = os.fspath(self.notify.path)
+        self.lines = []
+        command = [sys.executable, "-m", "tstoraged.cli", "run", "-c", os.fspath(self.config)]
+        self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
+            [*command, *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        process = self.process
+
+        def pump() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                self.lines.append(line.rstrip("\n"))
+
+        self._reader = threading.Thread(target=pump, name="tstoraged-output", daemon=True)
+        self._reader.start()
+        return self
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Parsed JSON log events (optionally only those named ``name``)."""
+        out = []
+        for line in list(self.lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and (name is None or event.get("event") == name):
+                out.append(event)
+        return out
+
+    def wait_for_event(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The first log event named ``name`` (waits for it)."""
+
+        def find() -> dict[str, Any] | None:
+            if self.process is not None and self.process.poll() is not None:
+                events = self.events(name)
+                if events:
+                    return events[0]
+                raise RuntimeError(
+                    f"tstoraged exited ({self.process.returncode}) before {name!r}:\n"
+                    + "\n".join(self.lines)
+                )
+            events = self.events(name)
+            return events[0] if events else None
+
+        result: dict[str, Any] = wait_until(find, timeout, f"log event {name!r}")
+        return result
+
+    @property
+    def url(self) -> str:
+        """Base URL of the metrics/status endpoint (from the ``daemon_started`` event)."""
+        return str(self.wait_for_event("daemon_started")["metrics"])
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, str]:
+        """GET ``path`` from the daemon's endpoint; returns (status code, body)."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:  # noqa: S310
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's ``/status`` document."""
+        code, body = self.get("/status")
+        if code != 200:
+            raise RuntimeError(f"/status answered {code}: {body}")
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def source_status(self, name: str) -> dict[str, Any]:
+        """One source's entry of ``/status`` (empty until it reported anything)."""
+        sources: dict[str, dict[str, Any]] = self.status().get("sources", {})
+        return sources.get(name, {})
+
+    def send_signal(self, signum: int) -> None:
+        """Send a signal (SIGHUP to reload)."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for the exit; returns the exit code."""
+        assert self.process is not None
+        code = self.process.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return code
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait for the exit; returns the exit code."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (if still running) and reap."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.wait()
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
