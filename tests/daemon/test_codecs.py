@@ -361,3 +361,15 @@ def test_json_refuses_values_that_are_not_json_naming_the_field(value: Any, reas
 def test_json_missing_listed_field_is_named() -> None:
     with pytest.raises(MappingError, match=r"^field 'temp' is missing$"):
         encoder(JSON_CODEC, fields=["temp"])({"ok": 1})
+
+
+def test_json_encodes_nested_values() -> None:
+    payload = encoder(JSON_CODEC)({"v": [1, {"a": "b"}, None], "t": {"x": -0.5}})
+    assert payload == b'{"v":[1,{"a":"b"},null],"t":{"x":-0.5}}'
+
+
+def test_json_refuses_a_value_that_contains_itself() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(MappingError, match=r"^field 'v': \[\[...\]\] is not a JSON value"):
+        encoder(JSON_CODEC)({"v": loop})
