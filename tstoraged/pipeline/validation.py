@@ -54,8 +54,10 @@ def record_problem(record: Record[bytes], write_mode: WriteMode) -> str | None:
                 return f"key.{name} is not an integer: {value!r}"
             if value < low:
                 return f"key.{name} {value} is below {low}"
+            if value == high + 1:
+                return f"key.{name} is at its maximum {value}: TStorage would drop it silently"
             if value > high:
-                return f"key.{name} {value} is at or above the maximum TStorage stores ({high + 1})"
+                return f"key.{name} {value} is above the maximum {high + 1}"
     except (TypeError, IndexError):
         return f"not a key: {key!r}"
     if not isinstance(payload, bytes | bytearray | memoryview):

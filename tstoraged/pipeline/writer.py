@@ -170,8 +170,11 @@ class Writer:
         positions: Sequence[int] = range(len(records))
         problems = invalid_records(records, batch.write_mode)
         if problems:
+            by_reason: dict[str, list[int]] = {}
             for index, reason in problems:
-                self._dead_letter(batch, [index], f"invalid record: {reason}")
+                by_reason.setdefault(reason, []).append(index)
+            for reason, indices in by_reason.items():
+                self._dead_letter(batch, indices, f"invalid record: {reason}")
             bad = {index for index, _ in problems}
             positions = [i for i in positions if i not in bad]
         parts = collections.deque([_Part(0, len(positions))] if positions else [])
