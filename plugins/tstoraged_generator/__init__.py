@@ -66,6 +66,8 @@ class GeneratorSource(Source):
         combos = meters * channels
         seq = 0
         started = time.monotonic()
+        started_ns = time.time_ns()
+        period_ns = 1e9 / cfg.rate if cfg.rate > 0 else 0.0
         phase = [rng.random() * math.tau for _ in range(min(combos, 4096))]
         while cfg.count == 0 or seq < cfg.count:
             n = cfg.chunk if cfg.count == 0 else min(cfg.chunk, cfg.count - seq)
@@ -77,7 +79,9 @@ class GeneratorSource(Source):
                     n = min(n, max(1, int(cfg.rate * 0.1)))  # pace in steps of <= 100 ms
                     due = started + (seq + n) / cfg.rate
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
-            now_ns = time.time_ns()
+            # Capture times follow the schedule (one row every 1/rate s), or at full speed
+            # are spaced 1 us apart so that rows of one meter never share a key.
+            base_ns = started_ns + int(seq * period_ns) if period_ns else time.time_ns()
             records = []
             rand = rng.random
             for i in range(seq, seq + n):
@@ -91,7 +95,8 @@ class GeneratorSource(Source):
                     "count": i & 0x7FFFFFFF,
                     "ok": rand() >= 0.02,
                 }
-                record = ctx.map(row, origin=f"generator:{i}", received_ns=now_ns + i - seq)
+                offset = int((i - seq) * period_ns) if period_ns else (i - seq) * 1000
+                record = ctx.map(row, origin=f"generator:{i}", received_ns=base_ns + offset)
                 if record is not None:
                     records.append(record)
             seq += n
