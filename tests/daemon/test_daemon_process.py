@@ -195,3 +195,21 @@ def test_run_with_a_bad_config_names_the_key_and_exits_2(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "batch.max_records" in result.stderr
     assert "many" in result.stderr
+
+
+def test_status_command_shows_each_source_of_a_running_daemon(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(config_text(server.port, tmp_path / "state", generator("press-7", 1, 300)))
+    with DaemonProcess(cfg) as daemon:
+        wait_until(lambda: daemon.source_status("press-7").get("written") == 300, what="written")
+        command = [sys.executable, "-m", "tstoraged.cli", "status", "--url", daemon.url]
+        as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60)
+        table = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert daemon.terminate() == 0
+    assert as_json.returncode == 0
+    assert '"press-7"' in as_json.stdout
+    assert table.returncode == 0
+    assert "press-7" in table.stdout
+    assert "300" in table.stdout

@@ -39,6 +39,7 @@ class Subcommand:
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "tstoraged.cli.run_cmd",
     "tstoraged.cli.demo_cmd",
+    "tstoraged.cli.status_cmd",
     "tstoraged.cli.check",
     "tstoraged.cli.plugins_cmd",
 )
