@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import struct
+import time
 
 import pytest
 from server_raw import RawClient, encode_put
@@ -139,3 +140,31 @@ def test_cli_rejects_half_a_tls_configuration(tmp_path) -> None:
     process = ServerProcess(None, extra_args=["--tls-cert", os.fspath(tmp_path / "c.pem")])
     with pytest.raises(RuntimeError, match="tls"):
         process.start()
+
+
+def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path) -> None:
+    with ServerProcess(tmp_path):
+        second = ServerProcess(tmp_path)
+        with pytest.raises(RuntimeError, match="in use by another tstorage-server"):
+            second.start()
+        assert second.process.wait(30) == 1
+
+
+def test_sigkill_during_a_large_put_stores_none_of_it(tmp_path) -> None:
+    # Large enough to be streamed into an open transaction (beyond the 16 MiB staging limit).
+    request = encode_put([((1, 1, 1, i, -1), bytes(200)) for i in range(120_000)])
+    wal = tmp_path / (DB_FILENAME + "-wal")
+    with ServerProcess(tmp_path) as process:
+        with RawClient(process.port) as raw:
+            raw.send(request[: len(request) * 9 // 10])
+            # Wait (bounded) until uncommitted rows reach the WAL, then kill mid-transaction.
+            deadline = time.monotonic() + 60
+            while not (wal.exists() and wal.stat().st_size > 1_000_000):
+                assert time.monotonic() < deadline, "the server never started writing"
+                time.sleep(0.05)
+            process.kill()
+        process.start()
+        with RawClient(process.port) as raw:
+            result = raw.get()
+            assert result.ok
+            assert result.records == []

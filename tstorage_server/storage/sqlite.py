@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import os
 import sqlite3
@@ -37,6 +38,7 @@ T = TypeVar("T")
 FullRow = tuple[int, int, int, int, int, bytes]
 
 DB_FILENAME = "tstorage.sqlite3"
+LOCK_FILENAME = "tstorage.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -108,8 +110,10 @@ class SqliteStorage(Storage):
         writer: sqlite3.Connection,
         synchronous: str,
         last_acq: int,
+        lock_fd: int,
     ) -> None:
         self.path = path
+        self._lock_fd = lock_fd
         self.clock = AcqClock(last_acq)
         self._synchronous = synchronous
         self._writer = writer
@@ -125,9 +129,14 @@ class SqliteStorage(Storage):
     async def open(
         cls, data_dir: str, synchronous: Literal["normal", "full"] = "normal"
     ) -> SqliteStorage:
-        """Open (creating if needed) the database in ``data_dir``."""
+        """Open (creating if needed) the database in ``data_dir``.
+
+        Raises ``OSError`` when another server holds the directory: two servers on one
+        database would hand out acqs from two clocks.
+        """
         os.makedirs(data_dir, exist_ok=True)
         path = os.path.join(data_dir, DB_FILENAME)
+        lock_fd = _lock_directory(data_dir)
 
         def setup() -> tuple[sqlite3.Connection, int]:
             conn = _connect(path, synchronous)
@@ -135,8 +144,12 @@ class SqliteStorage(Storage):
             row = conn.execute("SELECT value FROM meta WHERE name = 'last_acq'").fetchone()
             return conn, (row[0] if row else -1)
 
-        writer, last_acq = await asyncio.to_thread(setup)
-        return cls(path, writer, synchronous, last_acq)
+        try:
+            writer, last_acq = await asyncio.to_thread(setup)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(path, writer, synchronous, last_acq, lock_fd)
 
     async def run_write(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func(write_connection, *args)`` on the writer thread, in submission order.
@@ -193,6 +206,18 @@ class SqliteStorage(Storage):
             for conn in self._idle_readers:
                 conn.close()
             self._idle_readers.clear()
+        os.close(self._lock_fd)  # releases the directory lock
+
+
+def _lock_directory(data_dir: str) -> int:
+    """Take the data directory's exclusive lock (released when the fd closes or we die)."""
+    fd = os.open(os.path.join(data_dir, LOCK_FILENAME), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(f"data directory {data_dir} is in use by another tstorage-server") from None
+    return fd
 
 
 def _fetch_rows(
