@@ -7,17 +7,14 @@ classification logic independent of the network, and lets tests put a peer in be
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from tstorage_client.channel_async import AsyncChannel
 from tstorage_client.payload_type import BytesPayloadType
 from tstorage_client.record import Record
 from tstorage_client.response import ResponseStatus
 from tstoraged.pipeline.settings import TargetSettings, WriteMode
-
-if TYPE_CHECKING:
-    from tstorage_client.channel_async import AsyncChannel
 
 __all__ = ["ChannelSink", "Sink"]
 
@@ -44,39 +41,28 @@ class Sink(Protocol):
 
 
 class ChannelSink:
-    """A :class:`Sink` over ``tstorage_client.channel_async.AsyncChannel``."""
+    """A :class:`Sink` over one long-lived ``AsyncChannel``; connects on the first write."""
 
     def __init__(self, settings: TargetSettings) -> None:
         self.settings = settings
         self.target = settings.address
-        self._channel: AsyncChannel[bytes] | None = None
-
-    async def _connected(self) -> AsyncChannel[bytes]:
-        if self._channel is None:
-            # Imported here so the pipeline's pure parts load without the network client.
-            from tstorage_client.channel_async import AsyncChannel
-
-            settings = self.settings
-            channel: AsyncChannel[bytes] = AsyncChannel(
-                settings.host,
-                settings.port,
-                BytesPayloadType(),
-                timeout=settings.timeout,
-                ssl_context=settings.ssl_context,
-            )
-            result = await channel.connect()
-            # connect() may report failure as a falsy response instead of raising.
-            if result is not None and not result:
-                await channel.close()
-                raise ConnectionError(f"cannot connect to {self.target}: {result}")
-            self._channel = channel
-        return self._channel
+        self._channel: AsyncChannel[bytes] = AsyncChannel(
+            settings.host,
+            settings.port,
+            BytesPayloadType(),
+            timeout=settings.timeout,
+            ssl_context=settings.ssl_context,
+        )
 
     async def write(
         self, records: Sequence[Record[bytes]], write_mode: WriteMode
     ) -> ResponseStatus:
-        """Connect if needed, then put or puta."""
-        channel = await self._connected()
+        """Connect if needed, then put or puta. A failed connect is DISCONNECTED."""
+        channel = self._channel
+        if not channel.connected:
+            connected = await channel.connect()
+            if not connected:
+                return ResponseStatus(connected.result)
         if write_mode == "puta":
             response = await channel.puta(records)
         else:
@@ -84,13 +70,9 @@ class ChannelSink:
         return ResponseStatus(response.result)
 
     async def reset(self) -> None:
-        """Close the channel; the next write reconnects."""
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            # An already broken connection has nothing more to release.
-            with contextlib.suppress(OSError):
-                await channel.close()
+        """Close the connection; the next write reconnects."""
+        await self._channel.close()
 
     async def close(self) -> None:
-        """Close the channel."""
-        await self.reset()
+        """Close the connection."""
+        await self._channel.close()

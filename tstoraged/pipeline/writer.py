@@ -173,8 +173,8 @@ class Writer:
             by_reason: dict[str, list[int]] = {}
             for index, reason in problems:
                 by_reason.setdefault(reason, []).append(index)
-            for reason, indices in by_reason.items():
-                self._dead_letter(batch, indices, f"invalid record: {reason}")
+            for reason, invalid in by_reason.items():
+                self._dead_letter(batch, invalid, f"invalid record: {reason}")
             bad = {index for index, _ in problems}
             positions = [i for i in positions if i not in bad]
         parts = collections.deque([_Part(0, len(positions))] if positions else [])
