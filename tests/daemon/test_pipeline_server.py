@@ -9,6 +9,7 @@ from tstorage_client.channel_async import AsyncChannel
 from tstorage_client.payload_type import BytesPayloadType
 from tstorage_client.protocol.wire import HEADER, INT32
 from tstorage_client.record import Key, Record
+from tstorage_server.testing import serve_async
 from tstoraged.pipeline.deadletter import DeadLetterFile, iter_dead_letters
 from tstoraged.pipeline.pipeline import Pipeline
 from tstoraged.pipeline.settings import (
@@ -19,7 +20,6 @@ from tstoraged.pipeline.settings import (
     WriteMode,
 )
 from tstoraged.pipeline.testing import RecordingObserver
-from tstorage_server.testing import serve_async
 
 FAST_RETRY = RetrySettings(initial_backoff=0.01, max_backoff=0.05, jitter=0.2)
 BATCH = BatchSettings(max_records=100, flush_interval=0.05)
@@ -203,7 +203,7 @@ async def test_poison_records_are_isolated_by_splitting_and_the_rest_delivered(t
         peer_port = peer.sockets[0].getsockname()[1]
         recs = records(40)
         poison = [Record(Key(1, 1000 + i, 7, 1), POISON + b"%d" % i) for i in range(2)]
-        mixed = recs[:5] + [poison[0]] + recs[5:30] + [poison[1]] + recs[30:]
+        mixed = [*recs[:5], poison[0], *recs[5:30], poison[1], *recs[30:]]
         observer = WatchingObserver()
         pipeline = make_pipeline(tmp_path, peer_port, observer)
         pipeline.reconfigure(batch=BatchSettings(max_records=1000, flush_interval=0.05))
