@@ -88,9 +88,10 @@ def compile_mapping(
 class CompiledMapping:
     """Maps named fields to ``Record(Key(cid, mid, moid, cap, acq=-1), payload bytes)``.
 
-    Call it for one record, or use :attr:`map_many` for a batch of rows (faster: one call,
-    the loop is part of the generated code). In a hot loop bind :attr:`map_one` once; it is
-    the generated function itself, without the method call of ``__call__``.
+    Call it for one record, or use :attr:`map_many` for a batch of rows (failures come back
+    as a list instead of as exceptions, which cost microseconds each). In a hot loop bind
+    :attr:`map_one` once; it is the generated function itself, without the method call of
+    ``__call__``.
     """
 
     __slots__ = ("_fallback", "codec", "exact", "map_many", "map_one", "source")
@@ -116,9 +117,11 @@ class CompiledMapping:
         codec: str,
         clock: Callable[[], int],
     ) -> None:
-        self.exact = _exact_mapper(parts, cap, encoder, codec, clock)
+        # One converter for both paths, so that they share what it remembers.
+        convert_cap = cap_converter(cap.unit, cap.epoch, cap.field) if cap.field else None
+        self.exact = _exact_mapper(parts, cap.field, convert_cap, encoder, codec, clock)
         self._fallback = _CountingFallback(self.exact)
-        generator = _Generator(parts, cap)
+        generator = _Generator(parts, cap, convert_cap)
         self.source = generator.source()
         namespace = {
             **generator.namespace,
@@ -170,15 +173,14 @@ class _CountingFallback:
 
 def _exact_mapper(
     parts: list[CompiledKeyPart],
-    cap: CapMapping,
+    cap_field: str | None,
+    convert_cap: Callable[[Any], int] | None,
     encoder: PayloadEncoder,
     codec: str,
     clock: Callable[[], int],
 ) -> MapOne:
     """The exact path: every step in plain Python, with the precise error of the first failure."""
     cid_part, mid_part, moid_part = parts
-    cap_field = cap.field
-    convert_cap = cap_converter(cap.unit, cap.epoch, cap_field) if cap_field else None
 
     def exact(fields: Mapping[str, Any], received_ns: int | None = None) -> Record[bytes]:
         cid = cid_part.read(fields)
@@ -216,9 +218,15 @@ def _receive_time(unix_ns: object) -> int:
 class _Generator:
     """Writes the fast path of one mapping as Python source; see the module docstring."""
 
-    def __init__(self, parts: list[CompiledKeyPart], cap: CapMapping) -> None:
+    def __init__(
+        self,
+        parts: list[CompiledKeyPart],
+        cap: CapMapping,
+        convert_cap: Callable[[Any], int] | None,
+    ) -> None:
         self.parts = parts
         self.cap = cap
+        self.convert_cap = convert_cap
         self.namespace: dict[str, Any] = {}
 
     def source(self) -> str:
@@ -311,7 +319,7 @@ class _Generator:
         if cap.field is None:
             lines.append(f"cap = (_clock() if received_ns is None else received_ns) - {OFFSET_NS}")
             return f"type(cap) is int and {in_range}"
-        convert = self._bind("_convert_cap", cap_converter(cap.unit, cap.epoch, cap.field))
+        convert = self._bind("_convert_cap", self.convert_cap)
         if cap.unit == "iso8601":
             lines.append(f"cap = {convert}(fields[{cap.field!r}])")
             return in_range
