@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tstoraged_files.identity import Fingerprint
+from tstoraged_files.identity import Fingerprint, read_fingerprint
 
 if TYPE_CHECKING:
     import structlog
@@ -105,6 +105,21 @@ class CheckpointStore:
             if entry.ino == ino and entry.dev == dev and not entry.retired:
                 return entry
         return None
+
+    def for_whole_file(
+        self, fd: int, st: os.stat_result, path: str, fingerprint_bytes: int
+    ) -> FileCheckpoint:
+        """The checkpoint of a file read once to its end (drop and once modes).
+
+        Its own when the inode still holds the content it was made for, else a new one at 0.
+        """
+        entry = self.find_live(st.st_dev, st.st_ino)
+        if entry is not None:
+            if entry.fingerprint.matches(fd) and entry.offset <= st.st_size:
+                return entry
+            self.remove(entry)  # the inode holds another file now
+        fingerprint = read_fingerprint(fd, fingerprint_bytes)
+        return self.add(FileCheckpoint(st.st_dev, st.st_ino, fingerprint, path))
 
     def advance(self, entry: FileCheckpoint, offset: int, line: int) -> None:
         """Records up to ``offset`` are acknowledged (called from an ack, in order)."""

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tstoraged.config.units import ByteSize, Duration
 from tstoraged.source import SourceConfig
 
 __all__ = ["RECORDS_MAPPING", "CsvOptions", "FilesConfig"]
@@ -50,13 +51,16 @@ class FilesConfig(SourceConfig):
     """Settings of a ``files`` source: which files, how to read them, how fields map."""
 
     type: Literal["files"] = "files"
-    mode: Literal["tail", "drop"] = Field(
+    mode: Literal["tail", "drop", "once"] = Field(
         default="tail",
         description="tail: follow growing files like `tail -F`; drop: ingest complete files "
-        "dropped into a directory, then move or delete them.",
+        "dropped into a directory, then move or delete them; once: read the files matching "
+        "paths to their end, then finish (backfill imports).",
     )
     # tail mode
-    paths: list[str] = Field(default_factory=list, description="Glob patterns (tail mode).")
+    paths: list[str] = Field(
+        default_factory=list, description="Glob patterns (tail and once modes); ** recurses."
+    )
     exclude: list[str] = Field(
         default_factory=list,
         description="Glob patterns of file names never read (e.g. compressed rotations).",
@@ -66,10 +70,10 @@ class FilesConfig(SourceConfig):
         description="Where to start in a file found at startup without a checkpoint. "
         "Files appearing later are always read from the beginning.",
     )
-    rotate_wait: float = Field(
+    rotate_wait: Duration = Field(
         default=5.0,
         ge=0,
-        description="Seconds a file that left the globs (rotated away) is still followed.",
+        description="How long a file that left the globs (rotated away) is still followed.",
     )
     # drop mode
     directory: Path | None = Field(default=None, description="Drop directory (drop mode).")
@@ -78,10 +82,10 @@ class FilesConfig(SourceConfig):
         default_factory=lambda: [".*", "*.tmp", "*.part", "*.partial"],
         description="Names still being written (temp names renamed into place when complete).",
     )
-    settle_time: float = Field(
+    settle_time: Duration = Field(
         default=2.0,
         ge=0,
-        description="A dropped file is complete once unchanged (size, mtime) this many seconds.",
+        description="A dropped file is complete once unchanged (size, mtime) this long.",
     )
     on_done: Literal["move", "delete"] = "move"
     done_dir: Path | None = Field(default=None, description="Default: <directory>/done.")
@@ -89,22 +93,22 @@ class FilesConfig(SourceConfig):
     max_bad_lines: int | None = Field(
         default=None,
         ge=0,
-        description="Drop mode: a file with more rejected lines than this fails (None: no limit).",
+        description="Drop and once modes: a file with more rejected lines fails (None: no limit).",
     )
     # reading
     format: Literal["csv", "jsonl", "records"] = "csv"
     csv: CsvOptions = Field(default_factory=CsvOptions)
     encoding: str = "utf-8"
-    poll_interval: float = Field(default=1.0, gt=0, description="Seconds between file scans.")
-    max_line_bytes: int = Field(
+    poll_interval: Duration = Field(default=1.0, gt=0, description="Time between file scans.")
+    max_line_bytes: ByteSize = Field(
         default=65_536, ge=16, description="Longer lines are rejected and skipped."
     )
-    read_chunk_bytes: int = Field(default=1 << 20, ge=1, description="Bytes read per chunk.")
-    fingerprint_bytes: int = Field(
+    read_chunk_bytes: ByteSize = Field(default=1 << 20, ge=1, description="Bytes read per chunk.")
+    fingerprint_bytes: ByteSize = Field(
         default=1024, ge=1, description="Leading bytes hashed to identify a file."
     )
-    checkpoint_interval: float = Field(
-        default=1.0, ge=0, description="Seconds between checkpoint writes while data flows."
+    checkpoint_interval: Duration = Field(
+        default=1.0, ge=0, description="Time between checkpoint writes while data flows."
     )
 
     @model_validator(mode="before")
@@ -130,8 +134,8 @@ class FilesConfig(SourceConfig):
 
     @model_validator(mode="after")
     def _mode_settings(self) -> FilesConfig:
-        if self.mode == "tail" and not self.paths:
-            raise ValueError("mode 'tail' needs paths (a list of glob patterns)")
+        if self.mode in ("tail", "once") and not self.paths:
+            raise ValueError(f"mode {self.mode!r} needs paths (a list of glob patterns)")
         if self.mode == "drop" and self.directory is None:
             raise ValueError("mode 'drop' needs directory")
         return self

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tstoraged_files.checkpoint import CheckpointStore, FileCheckpoint
-from tstoraged_files.identity import read_fingerprint
 from tstoraged_files.reader import FileReader, TooManyBadLines
 
 if TYPE_CHECKING:
@@ -129,17 +128,9 @@ class DropDirectory:
         entry: FileCheckpoint | None = None
         try:
             st = os.fstat(fd)
-            entry = self._checkpoint(fd, st, str(path))
+            entry = self.store.for_whole_file(fd, st, str(path), self.config.fingerprint_bytes)
             reader = FileReader(
-                context=self.context,
-                store=self.store,
-                config=self.config,
-                fd=fd,
-                path=str(path),
-                entry=entry,
-                offset=entry.offset,
-                line=entry.line,
-                max_bad_lines=self.config.max_bad_lines,
+                self.context, self.store, self.config, fd, str(path), entry, limit_bad_lines=True
             )
             if entry.offset:
                 self.context.log.info("resuming dropped file", path=str(path), line=entry.line)
@@ -157,15 +148,6 @@ class DropDirectory:
         self._finishing.add(name)
         done = partial(self._done, name, entry, (st.st_dev, st.st_ino))
         await self.context.emit([], done)
-
-    def _checkpoint(self, fd: int, st: os.stat_result, path: str) -> FileCheckpoint:
-        entry = self.store.find_live(st.st_dev, st.st_ino)
-        if entry is not None:
-            if entry.fingerprint.matches(fd) and entry.offset <= st.st_size:
-                return entry
-            self.store.remove(entry)  # the inode was reused for another file
-        fingerprint = read_fingerprint(fd, self.config.fingerprint_bytes)
-        return self.store.add(FileCheckpoint(st.st_dev, st.st_ino, fingerprint, path))
 
     def _done(self, name: str, entry: FileCheckpoint, file_id: tuple[int, int]) -> None:
         """Every record of the file is durable: move it away and forget its checkpoint."""

@@ -32,17 +32,19 @@ class FileReader:
 
     def __init__(
         self,
-        *,
         context: SourceContext,
         store: CheckpointStore,
         config: FilesConfig,
         fd: int,
         path: str,
         entry: FileCheckpoint,
-        offset: int,
-        line: int,
-        max_bad_lines: int | None = None,
+        *,
+        position: tuple[int, int] | None = None,
+        limit_bad_lines: bool = False,
     ) -> None:
+        """Read from ``position`` (offset, line number), by default the checkpoint's."""
+        offset, line = (entry.offset, entry.line) if position is None else position
+        max_bad_lines = config.max_bad_lines if limit_bad_lines else None
         self.context = context
         self.store = store
         self.fd = fd
@@ -50,6 +52,7 @@ class FileReader:
         self.read_offset = offset
         self.chunk_bytes = config.read_chunk_bytes
         self.max_bad_lines = max_bad_lines
+        self.records_emitted = 0
         self.splitter = LineSplitter(offset, line, max_line_bytes=config.max_line_bytes)
         # The fingerprint is extended from the bytes actually read, so it always describes
         # content this reader emitted, even if the file is rewritten between two polls.
@@ -107,6 +110,7 @@ class FileReader:
             # Checked before emitting: the chunk that crosses the limit is not delivered.
             raise TooManyBadLines(f"more than max_bad_lines={self.max_bad_lines} lines rejected")
         ack = partial(self.store.advance, self.entry, block.end_offset, block.end_line)
+        self.records_emitted += len(records)
         await self.context.emit(records, ack)
 
 

@@ -10,6 +10,7 @@ from tstoraged.source import Source
 from tstoraged_files.checkpoint import CheckpointStore
 from tstoraged_files.config import FilesConfig
 from tstoraged_files.drop import DropDirectory
+from tstoraged_files.once import OnceImporter
 from tstoraged_files.tail import TailFollower
 
 if TYPE_CHECKING:
@@ -32,18 +33,20 @@ class FilesSource(Source):
             raise TypeError(f"FilesSource needs a FilesConfig, got {type(config).__name__}")
         super().__init__(config, context)
         self.files_config = config
-        self.worker: TailFollower | DropDirectory | None = None
+        self.worker: TailFollower | DropDirectory | OnceImporter | None = None
         """The running mode's worker (for status and tests); None before ``run``."""
 
     async def run(self) -> None:
-        """Follow or ingest files until cancelled."""
+        """Follow or ingest files until cancelled; in once mode, return when done."""
         config = self.files_config
         store = CheckpointStore(self.context.state_dir, interval=config.checkpoint_interval)
-        worker: TailFollower | DropDirectory
+        worker: TailFollower | DropDirectory | OnceImporter
         if config.mode == "tail":
             worker = TailFollower(config, self.context, store)
-        else:
+        elif config.mode == "drop":
             worker = DropDirectory(config, self.context, store)
+        else:
+            worker = OnceImporter(config, self.context, store)
         self.worker = worker
         writer = asyncio.create_task(
             store.run(self.context.log), name=f"{self.context.name}-checkpoints"

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from tstoraged.source import SourceContext
     from tstoraged_files.config import FilesConfig
 
-__all__ = ["TailFollower"]
+__all__ = ["TailFollower", "excluded"]
 
 UNREADABLE_RETRY_S = 60.0
 """How often opening a file that failed to open is tried again (permissions may be fixed)."""
@@ -55,6 +55,12 @@ class FollowedFile:
     file_id: FileId
     gone_since: float | None = None
     """Monotonic time it was first missing from the globs (rotated away or deleted)."""
+
+
+def excluded(path: str, patterns: list[str]) -> bool:
+    """True when the file name of ``path`` matches one of the ``exclude`` patterns."""
+    name = os.path.basename(path)
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 class TailFollower:
@@ -121,8 +127,7 @@ class TailFollower:
         found: dict[FileId, str] = {}
         for pattern in self.config.paths:
             for path in sorted(glob.glob(pattern, recursive=True)):
-                name = os.path.basename(path)
-                if any(fnmatch.fnmatchcase(name, ex) for ex in self.config.exclude):
+                if excluded(path, self.config.exclude):
                     continue
                 try:
                     st = os.stat(path)
@@ -258,12 +263,5 @@ class TailFollower:
         self, fd: int, path: str, entry: FileCheckpoint, offset: int, line: int
     ) -> FileReader:
         return FileReader(
-            context=self.context,
-            store=self.store,
-            config=self.config,
-            fd=fd,
-            path=path,
-            entry=entry,
-            offset=offset,
-            line=line,
+            self.context, self.store, self.config, fd, path, entry, position=(offset, line)
         )
