@@ -130,6 +130,9 @@ class FilesConfig(SourceConfig):
             codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown text encoding {value!r}") from None
+        # Lines are split on the byte b"\n" before decoding.
+        if "\n,".encode(value) != b"\n,":
+            raise ValueError(f"encoding {value!r} is not ASCII-compatible (e.g. utf-8, latin-1)")
         return value
 
     @model_validator(mode="after")

@@ -76,3 +76,10 @@ def test_the_files_source_type_is_found_through_the_entry_point_group() -> None:
     source_type = manager.source_types["files"]
     assert source_type.source_class is FilesSource
     assert source_type.config_model is FilesConfig
+
+
+def test_encodings_that_are_not_ascii_compatible_are_refused() -> None:
+    found = errors({**BASE, "paths": ["x"], "encoding": "utf-16"})
+    assert found == [
+        "encoding: Value error, encoding 'utf-16' is not ASCII-compatible (e.g. utf-8, latin-1)"
+    ]

@@ -309,3 +309,18 @@ async def test_a_file_truncated_while_stopped_is_read_from_its_start_after_resta
         await second.wait_records(3)
     assert second.caps() == [100, 101, 102]
     assert second.rejects == []
+
+
+async def test_crlf_line_endings_work_in_every_format(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_bytes(b"ts,meter,channel,value\r\n1,2,3,x\r\n")
+    (tmp_path / "b.jsonl").write_bytes(b'{"ts": 2, "meter": 2, "channel": 3, "value": "y"}\r\n')
+    (tmp_path / "c.rec").write_bytes(b"cid,mid,moid,cap,hexpayload\r\n1,2,3,3,7a\r\n")
+    results = []
+    for name, fmt in (("a.csv", "csv"), ("b.jsonl", "jsonl"), ("c.rec", "records")):
+        context = HarnessContext(tmp_path / f"state-{fmt}")
+        config = files_config(paths=[str(tmp_path / name)], format=fmt)
+        async with RunningSource(config, context):
+            await context.wait_records(1)
+        assert context.rejects == []
+        results += [(r.key.mid, r.key.moid, r.key.cap, r.value) for r in context.records]
+    assert results == [(2, 3, 1, b"x"), (2, 3, 2, b"y"), (2, 3, 3, b"z")]
