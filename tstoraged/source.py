@@ -90,6 +90,28 @@ class SourceContext(ABC):
         ``"/data/a.csv:17"``) and the reason, and None is returned: the source goes on.
         """
 
+    def map_many(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        origin_of: Callable[[int], str],
+        raw_of: Callable[[int], object] | None = None,
+    ) -> list[Record[bytes]]:
+        """Map many rows at once (much cheaper per row than :meth:`map`); skip failures.
+
+        A row that fails is dead-lettered like in :meth:`map`, with ``origin_of(index)`` as
+        its origin and ``raw_of(index)`` (default: the row) as its raw input; the result
+        holds the records of the other rows, in order. Rows map with the receive time of
+        the call, so rows that need their own capture time carry it in a field.
+        """
+        records = []
+        for index, row in enumerate(rows):
+            raw = raw_of(index) if raw_of is not None else None
+            record = self.map(row, origin=origin_of(index), raw=raw)
+            if record is not None:
+                records.append(record)
+        return records
+
     @abstractmethod
     def reject(self, raw: object, reason: str, *, origin: str) -> None:
         """Report input the source itself could not parse: counted, logged, dead-lettered."""

@@ -8,15 +8,17 @@ For demos, smoke tests and load tests. Each generated row has the fields
     value    (float) a noisy sine wave per meter/channel
     count    (int)   seq modulo 2^31
     ok       (bool)  False for roughly one row in fifty
+    ts       (int)   generation time, Unix ns (one row every 1/rate s)
 
 which the source's mapping turns into records like any other source's fields. Without an
-explicit mapping: ``key = { cid = 1, mid = "{meter}", moid = "{channel}" }``, capture time =
-generation time, ``payload = { format = "<d", fields = ["value"] }``.
+explicit mapping: ``key = { cid = 1, mid = "{meter}", moid = "{channel}" }``,
+``cap = { field = "ts", unit = "ns" }``, ``payload = { format = "<d", fields = ["value"] }``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import time
@@ -25,7 +27,7 @@ from typing import Any
 from pydantic import Field
 
 from tstoraged import Source, SourceConfig, SourceType, hookimpl
-from tstoraged.mapping.model import KeyMapping, PayloadMapping
+from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
 
 __all__ = ["GeneratorConfig", "GeneratorSource", "tstoraged_source_types"]
 
@@ -36,6 +38,10 @@ class GeneratorConfig(SourceConfig):
     key: KeyMapping = Field(
         default_factory=lambda: KeyMapping(cid=1, mid="{meter}", moid="{channel}"),
         description="How fields become cid, mid and moid.",
+    )
+    cap: CapMapping = Field(
+        default_factory=lambda: CapMapping(field="ts", unit="ns"),
+        description="How the capture time is found.",
     )
     payload: PayloadMapping = Field(
         default_factory=lambda: PayloadMapping.model_validate(
@@ -68,6 +74,7 @@ class GeneratorSource(Source):
         started = time.monotonic()
         started_ns = time.time_ns()
         period_ns = 1e9 / cfg.rate if cfg.rate > 0 else 0.0
+        next_ns = 0
         phase = [rng.random() * math.tau for _ in range(min(combos, 4096))]
         while cfg.count == 0 or seq < cfg.count:
             n = cfg.chunk if cfg.count == 0 else min(cfg.chunk, cfg.count - seq)
@@ -79,10 +86,14 @@ class GeneratorSource(Source):
                     n = min(n, max(1, int(cfg.rate * 0.1)))  # pace in steps of <= 100 ms
                     due = started + (seq + n) / cfg.rate
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
-            # Capture times follow the schedule (one row every 1/rate s), or at full speed
-            # are spaced 1 us apart so that rows of one meter never share a key.
-            base_ns = started_ns + int(seq * period_ns) if period_ns else time.time_ns()
-            records = []
+            # Capture times follow the schedule (one row every 1/rate s), or at full speed are
+            # spaced at least 1 us apart and never repeat, so that no two rows share a key.
+            if period_ns:
+                base_ns = started_ns + int(seq * period_ns)
+            else:
+                base_ns = max(time.time_ns(), next_ns)
+                next_ns = base_ns + n * 1000
+            rows = []
             rand = rng.random
             for i in range(seq, seq + n):
                 combo = i % combos
@@ -94,13 +105,16 @@ class GeneratorSource(Source):
                     "value": math.sin(i * 0.001 + phase[combo % len(phase)]) * 100.0 + rand(),
                     "count": i & 0x7FFFFFFF,
                     "ok": rand() >= 0.02,
+                    "ts": base_ns + (int((i - seq) * period_ns) if period_ns else (i - seq) * 1000),
                 }
-                offset = int((i - seq) * period_ns) if period_ns else (i - seq) * 1000
-                record = ctx.map(row, origin=f"generator:{i}", received_ns=base_ns + offset)
-                if record is not None:
-                    records.append(record)
+                rows.append(row)
+            records = ctx.map_many(rows, origin_of=functools.partial(_origin, seq))
             seq += n
             await ctx.emit(records)
+
+
+def _origin(first: int, index: int) -> str:
+    return f"generator:{first + index}"
 
 
 @hookimpl

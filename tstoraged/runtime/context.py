@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,19 @@ class CoreSourceContext(SourceContext):
         except _MAPPING_FAILURES as exc:
             self.reject(fields if raw is None else raw, str(exc), origin=origin)
             return None
+
+    def map_many(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        origin_of: Callable[[int], str],
+        raw_of: Callable[[int], object] | None = None,
+    ) -> list[Record[bytes]]:
+        records, failures = self._mapping.map_many(rows)
+        for index, reason in failures:
+            raw = raw_of(index) if raw_of is not None else rows[index]
+            self.reject(raw, reason, origin=origin_of(index))
+        return records
 
     def reject(self, raw: object, reason: str, *, origin: str) -> None:
         self._dead_letters.write_raw(self.name, _jsonable(raw), reason, origin=origin)
