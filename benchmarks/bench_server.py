@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 
@@ -75,10 +76,36 @@ def run_raw(label: str, port: int, records: int, put_size: int) -> list[str]:
             sock.sendall(get_request)
             recv_exactly(sock, get_size)
 
-    return [
-        row(f"PUT ingest, {label}, raw socket", records, timed(put_all)),
-        row(f"GET one range, {label}, raw socket", records, timed(get_all)),
-    ]
+    latencies: list[float] = []
+    ingesting = threading.Event()
+    ingesting.set()
+
+    def probe_event_loop() -> None:
+        """GET_ACQ round trips on a second connection while the ingest runs."""
+        request = HEADER.pack(RequestType.GET_ACQ, 64) + KEY.pack(*Key.min()) + KEY.pack(*Key.max())
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            while ingesting.is_set():
+                start = time.perf_counter()
+                sock.sendall(request)
+                recv_exactly(sock, 12 + 8)
+                latencies.append(time.perf_counter() - start)
+                time.sleep(0.005)
+
+    prober = threading.Thread(target=probe_event_loop)
+    prober.start()
+    try:
+        put_row = row(f"PUT ingest, {label}, raw socket", records, timed(put_all))
+    finally:
+        ingesting.clear()
+        prober.join()
+    latencies.sort()
+    print(
+        f"  GET_ACQ latency during the {label} ingest: median "
+        f"{latencies[len(latencies) // 2] * 1e3:.1f} ms, max {latencies[-1] * 1e3:.1f} ms "
+        f"({len(latencies)} probes)",
+        file=sys.stderr,
+    )
+    return [put_row, row(f"GET one range, {label}, raw socket", records, timed(get_all))]
 
 
 def run_channel(label: str, port: int, records: int, put_size: int) -> list[str]:
