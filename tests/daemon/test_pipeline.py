@@ -218,3 +218,24 @@ async def test_observer_sees_received_written_and_queue_depth(tmp_path):
     assert observer.written == {"a": 12, "b": 4}
     assert sum(count for count, _, _ in observer.batches) == 16
     assert observer.max_queue_records > 0
+
+
+async def test_drain_reports_a_crashed_pipeline(tmp_path):
+    sink = ScriptedSink(refuse=lambda record: True)
+    pipeline = Pipeline(
+        target=TargetSettings(port=1),
+        batch=BatchSettings(max_records=10, flush_interval=3600),
+        queue=QueueSettings(),
+        retry=FAST_RETRY,
+        # A dead-letter "file" that cannot be written: the writer fails instead of losing data.
+        dead_letters=DeadLetterFile(tmp_path),
+        sink_factory=sink.factory,
+    )
+    fired = []
+    pipeline.start()
+    await pipeline.emit("s", records(3), lambda: fired.append(1))
+    report = await pipeline.drain(10)
+    assert not report.complete
+    assert report.error is not None
+    assert "IsADirectoryError" in report.error
+    assert fired == []

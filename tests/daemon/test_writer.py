@@ -216,3 +216,22 @@ async def test_a_failing_ack_does_not_stop_delivery(tmp_path):
     await h.writer.deliver(make_batch(records(2), acks=[broken_ack, lambda: fired.append(2)]))
     assert fired == [2]
     assert sink.written == records(2)
+
+
+async def test_changed_timeout_or_tls_on_the_same_address_reconnects(tmp_path):
+    made: list[TargetSettings] = []
+    sink = ScriptedSink()
+
+    def factory(settings: TargetSettings) -> ScriptedSink:
+        made.append(settings)
+        return sink.factory(settings)
+
+    h = Harness(tmp_path, sink)
+    h.writer._sink_factory = factory
+    await h.writer.deliver(make_batch(records(1)))
+    h.writer.reconfigure(target=TargetSettings(host="127.0.0.1", port=1))  # unchanged
+    await h.writer.deliver(make_batch(records(1, start=1)))
+    h.writer.reconfigure(target=TargetSettings(host="127.0.0.1", port=1, timeout=99.0))
+    await h.writer.deliver(make_batch(records(1, start=2)))
+    assert [settings.timeout for settings in made] == [10.0, 99.0]
+    assert sink.written == records(3)

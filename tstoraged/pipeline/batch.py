@@ -132,9 +132,12 @@ class AcqClock:
 
 
 def assign_acq(records: Sequence[Record[bytes]], first: int) -> list[Record[bytes]]:
-    """Copies of ``records`` whose acq are ``first, first + 1, ...`` (keys are immutable)."""
-    key_make, record_make = Key._make, Record._make
+    """Copies of ``records`` whose acq are ``first, first + 1, ...`` (keys are immutable).
+
+    ``tuple.__new__`` directly: measured the fastest way to build keys and records here.
+    """
+    new = tuple.__new__
     return [
-        record_make((key_make((k[0], k[1], k[2], k[3], acq)), value))
+        new(Record, (new(Key, (k[0], k[1], k[2], k[3], acq)), value))
         for (k, value), acq in zip(records, itertools.count(first))
     ]

@@ -125,6 +125,7 @@ class Writer:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._sink: Sink | None = None
+        self._sink_settings: TargetSettings | None = None
         self._connected = False
         self._in_flight: Batch | None = None
         self.last_write_ok: float | None = None
@@ -287,12 +288,14 @@ class Writer:
 
     async def _current_sink(self) -> Sink:
         sink = self._sink
-        if sink is not None and sink.target != self._target.address:
-            await self._drop_connection(sink)  # reconfigured to another target
+        if sink is not None and self._sink_settings != self._target:
+            # Reconfigured (address, timeout or TLS): the next attempt uses a new connection.
+            await self._drop_connection(sink)
             await sink.close()
             sink = self._sink = None
         if sink is None:
             sink = self._sink = self._sink_factory(self._target)
+            self._sink_settings = self._target
         return sink
 
     async def _drop_connection(self, sink: Sink) -> None:
