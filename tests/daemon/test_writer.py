@@ -235,3 +235,24 @@ async def test_changed_timeout_or_tls_on_the_same_address_reconnects(tmp_path):
     await h.writer.deliver(make_batch(records(1, start=2)))
     assert [settings.timeout for settings in made] == [10.0, 99.0]
     assert sink.written == records(3)
+
+
+class EncoderFailingSink(ScriptedSink):
+    """Raises like a client whose encoder meets a record it cannot handle."""
+
+    async def write(self, records, write_mode):
+        if any(record.value == b"unencodable" for record in records):
+            raise ValueError("cannot encode")
+        return await super().write(records, write_mode)
+
+
+async def test_an_unexpected_client_error_is_isolated_like_a_refusal(tmp_path):
+    recs = records(8)
+    odd = Record(Key(1, 99, 0, 99), b"unencodable")
+    sink = EncoderFailingSink()
+    h = Harness(tmp_path, sink)
+    await h.writer.deliver(make_batch([*recs[:3], odd, *recs[3:]]))
+    assert sink.written == recs
+    dead = h.dead_letters()
+    assert [d.record() for d in dead] == [odd]
+    assert dead[0].reason == "write failed: ValueError: cannot encode"

@@ -7,10 +7,11 @@ For each batch, in order:
    error or timeout) drops the connection and is retried by tenacity with capped, jittered
    exponential backoff, reconnecting on the next attempt; when the give-up policy ends the
    retries, the undelivered records are dead-lettered with the reason;
-3. a batch TStorage *refuses* (ERROR or another error status on a working connection) is split
-   in halves, recursively, until the refused records are isolated; a single record is refused
-   twice (on fresh connections) before it is dead-lettered with the server's status. At most
-   ``max_refusals`` refusals are spent on one batch, so isolation always ends;
+3. a batch TStorage *refuses* (ERROR or another error status on a working connection), or that
+   the client fails to send with an unexpected exception, is split in halves, recursively,
+   until the refused records are isolated; a single record is refused twice (on fresh
+   connections) before it is dead-lettered with the reason. At most ``max_refusals``
+   refusals are spent on one batch, so isolation always ends;
 4. the batch's acks fire (written or dead-lettered: either way the records are durable).
 """
 
@@ -22,6 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import structlog
 from tenacity import (
@@ -89,6 +91,15 @@ def _stop_policy(settings: RetrySettings) -> stop_base:
 
 @dataclass
 class _GaveUp:
+    """Transient failures outlasted the give-up policy."""
+
+    reason: str
+
+
+@dataclass
+class _Refused:
+    """The write was refused: an error status, or an error the client raised for the data."""
+
     reason: str
 
 
@@ -194,7 +205,7 @@ class Writer:
                     self._dead_letter(batch, positions[rest.lo : rest.hi], outcome.reason)
                 break
             refusals += 1
-            reason = f"refused by TStorage: {outcome.name}"
+            reason = outcome.reason
             if refusals >= self._retry.max_refusals:
                 log.error("poison_isolation_stopped", batch=batch.seq, refusals=refusals)
                 for rest in (part, *parts):
@@ -230,7 +241,7 @@ class Writer:
 
     async def _put(
         self, records: Sequence[Record[bytes]], write_mode: WriteMode
-    ) -> ResponseStatus | _GaveUp:
+    ) -> Literal[ResponseStatus.OK] | _Refused | _GaveUp:
         """One write with retries of transient failures; OK, a refusal status, or give-up."""
         settings = self._retry
         retrying = AsyncRetrying(
@@ -264,7 +275,7 @@ class Writer:
 
     async def _attempt(
         self, records: Sequence[Record[bytes]], write_mode: WriteMode
-    ) -> ResponseStatus:
+    ) -> Literal[ResponseStatus.OK] | _Refused:
         sink = await self._current_sink()
         started = time.perf_counter()
         try:
@@ -272,19 +283,26 @@ class Writer:
         except (OSError, TimeoutError) as exc:
             await self._drop_connection(sink)
             raise TransientWriteError(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            # The client could not encode or send these records (a case validation missed).
+            # Treated like a refusal: isolated and dead-lettered instead of crashing the
+            # daemon, which would only replay the same records into the same error.
+            log.exception("write_failed", target=sink.target, records=len(records))
+            await self._drop_connection(sink)
+            return _Refused(f"write failed: {type(exc).__name__}: {exc}")
         if status is ResponseStatus.DISCONNECTED:
             await self._drop_connection(sink)
             raise TransientWriteError("DISCONNECTED")
         self._set_connected(True, sink.target)
-        if status is ResponseStatus.OK:
+        if status == ResponseStatus.OK:
             self.last_write_ok = time.time()
             seconds = time.perf_counter() - started
             nbytes = REQUEST_OVERHEAD + records_wire_size(records, record_overhead(write_mode))
             self._observer.batch_written(len(records), nbytes, seconds)
-        else:
-            # The server closes the connection after an error answer.
-            await self._drop_connection(sink)
-        return status
+            return ResponseStatus.OK
+        # The server closes the connection after an error answer.
+        await self._drop_connection(sink)
+        return _Refused(f"refused by TStorage: {status.name}")
 
     async def _current_sink(self) -> Sink:
         sink = self._sink
