@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,6 +63,10 @@ class FileCheckpoint:
         return cls(fingerprint=fingerprint, **fields)  # type: ignore[arg-type]
 
 
+_STORES: weakref.WeakValueDictionary[Path, CheckpointStore] = weakref.WeakValueDictionary()
+"""The newest store of each checkpoint file in this process."""
+
+
 class CheckpointStore:
     """All checkpoints of one source, loaded at start and saved atomically."""
 
@@ -71,7 +76,17 @@ class CheckpointStore:
         self.entries: list[FileCheckpoint] = []
         self._dirty = asyncio.Event()
         self._closed = False
-        self._load()
+        self._successor: CheckpointStore | None = None
+        # A source restarted in this process (reload, restart after an error) takes over the
+        # positions of the stopped instance, whose acks may still be arriving: both then move
+        # the same entries, and only the new store writes the file.
+        previous = _STORES.get(self.path)
+        if previous is not None:
+            previous._successor = self
+            self.entries = previous.entries
+        else:
+            self._load()
+        _STORES[self.path] = self
 
     def _load(self) -> None:
         try:
@@ -122,14 +137,21 @@ class CheckpointStore:
         return self.add(FileCheckpoint(st.st_dev, st.st_ino, fingerprint, path))
 
     def advance(self, entry: FileCheckpoint, offset: int, line: int) -> None:
-        """Records up to ``offset`` are acknowledged (called from an ack, in order)."""
-        entry.offset = offset
-        entry.line = line
-        self.changed()
+        """Records up to ``offset`` are acknowledged (called from an ack, in order).
+
+        Positions only move forward: a restarted instance re-reads lines whose acks from the
+        previous instance may arrive after its own.
+        """
+        if offset > entry.offset:
+            entry.offset = offset
+            entry.line = line
+            self.changed()
 
     def changed(self) -> None:
         """Schedule a write; after :meth:`close` (late acks of a stopped source) write now."""
-        if self._closed:
+        if self._successor is not None:
+            self._successor.changed()
+        elif self._closed:
             self.save()
         else:
             self._dirty.set()
@@ -152,7 +174,7 @@ class CheckpointStore:
     def close(self) -> None:
         """Write pending changes; from now on every change is written at once."""
         self._closed = True
-        if self._dirty.is_set():
+        if self._dirty.is_set() and self._successor is None:
             self.save()
 
     def save(self) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from tstoraged_files import FilesConfig, FilesSource
+from tstoraged_files import FilesConfig, FilesSource, checkpoint
 from tstoraged_files.reader import FileReader
 from tstoraged_files.tail import TailFollower
 
@@ -177,6 +177,13 @@ class RunningSource:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def new_process() -> None:
+    """Forget the checkpoint stores of this process: the next source reads the state from
+    disk, as after a daemon restart (within one process a new instance takes over the old
+    instance's positions in memory)."""
+    checkpoint._STORES.clear()
 
 
 def csv_lines(start: int, stop: int, *, meters: int = 3) -> str:

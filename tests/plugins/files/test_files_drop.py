@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from files_harness import CSV_HEADER, HarnessContext, RunningSource, csv_lines, files_config
+from files_harness import (
+    CSV_HEADER,
+    HarnessContext,
+    RunningSource,
+    csv_lines,
+    files_config,
+    new_process,
+)
 
 
 def drop_config(directory: Path, **settings: object) -> object:
@@ -91,6 +98,7 @@ async def test_a_partly_ingested_dropped_file_resumes_after_restart_and_then_mov
     durable = [r for e in first.emits[:3] for r in e.records]
     assert names(drop) == ["big.csv"]
 
+    new_process()  # a daemon restart: positions come from disk
     second = HarnessContext(state)
     async with RunningSource(config, second):
         await second.wait_until(lambda: (drop / "done" / "big.csv").exists(), "moved")

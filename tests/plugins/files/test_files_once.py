@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from files_harness import CSV_HEADER, HarnessContext, RunningSource, csv_lines, files_config
+from files_harness import (
+    CSV_HEADER,
+    HarnessContext,
+    RunningSource,
+    csv_lines,
+    files_config,
+    new_process,
+)
 from tstoraged_files.once import OnceImporter
 
 
@@ -36,10 +43,12 @@ async def test_an_interrupted_import_resumes_and_completed_files_are_not_read_ag
         first.ack_through(4)
     durable = [r for e in first.emits[:4] for r in e.records]
 
+    new_process()  # a daemon restart: positions come from disk
     second = HarnessContext(state)
     await RunningSource(config, second).task
     assert durable + second.records == first.records
 
+    new_process()  # a daemon restart: positions come from disk
     third = HarnessContext(state)
     await RunningSource(config, third).task
     assert third.records == []

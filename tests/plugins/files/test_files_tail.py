@@ -7,7 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
-from files_harness import CSV_HEADER, HarnessContext, RunningSource, csv_lines, files_config
+from files_harness import (
+    CSV_HEADER,
+    HarnessContext,
+    RunningSource,
+    csv_lines,
+    files_config,
+    new_process,
+)
 
 
 def append(path: Path, text: str) -> None:
@@ -184,6 +191,7 @@ async def test_restart_resumes_exactly_after_the_last_acknowledged_chunk(tmp_pat
     durable = [r for e in first.emits[:7] for r in e.records]
     assert 0 < len(durable) < 1000
 
+    new_process()  # a daemon restart: positions come from disk
     second = HarnessContext(state)
     async with RunningSource(config, second):
         await second.wait_records(1000 - len(durable))
@@ -203,6 +211,7 @@ async def test_acks_arriving_after_the_source_stopped_still_move_the_checkpoint(
         await first.wait_records(300)
     first.ack_through(len(first.emits))  # the pipeline delivers what was in flight
 
+    new_process()  # a daemon restart: positions come from disk
     second = HarnessContext(state)
     async with RunningSource(config, second):
         append(log, csv_lines(300, 301))
@@ -220,6 +229,7 @@ async def test_unacknowledged_partial_progress_is_read_again_after_restart(
     first = HarnessContext(state, auto_ack=False)
     async with RunningSource(config, first):
         await first.wait_records(100)
+    new_process()  # a daemon restart: positions come from disk
     second = HarnessContext(state)
     async with RunningSource(config, second):
         await second.wait_records(100)
@@ -304,6 +314,7 @@ async def test_a_file_truncated_while_stopped_is_read_from_its_start_after_resta
     inode = log.stat().st_ino
     log.write_text(CSV_HEADER + csv_lines(100, 103))  # same inode, same header, shorter
     assert log.stat().st_ino == inode
+    new_process()  # a daemon restart: positions come from disk
     second = HarnessContext(state)
     async with RunningSource(config, second):
         await second.wait_records(3)
@@ -324,3 +335,24 @@ async def test_crlf_line_endings_work_in_every_format(tmp_path: Path) -> None:
         assert context.rejects == []
         results += [(r.key.mid, r.key.moid, r.key.cap, r.value) for r in context.records]
     assert results == [(2, 3, 1, b"x"), (2, 3, 2, b"y"), (2, 3, 3, b"z")]
+
+
+async def test_acks_of_a_stopped_instance_still_count_after_a_new_one_started(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "a.csv"
+    log.write_text(CSV_HEADER + csv_lines(0, 300))
+    state = tmp_path / "state"
+    config = files_config(paths=[str(log)], read_chunk_bytes=1000)
+    old = HarnessContext(state, auto_ack=False)
+    async with RunningSource(config, old):
+        await old.wait_records(300)
+    new = HarnessContext(state, auto_ack=False)  # a reload: started before the old acks came
+    async with RunningSource(config, new):
+        await new.wait_records(300)  # it re-reads what was not yet acknowledged
+        old.ack_through(len(old.emits))
+    third = HarnessContext(state)
+    async with RunningSource(config, third):
+        append(log, csv_lines(300, 301))
+        await third.wait_records(1)
+    assert third.caps() == [300]
