@@ -356,3 +356,24 @@ async def test_acks_of_a_stopped_instance_still_count_after_a_new_one_started(
         append(log, csv_lines(300, 301))
         await third.wait_records(1)
     assert third.caps() == [300]
+
+
+async def test_a_copy_seen_before_its_original_is_truncated_is_not_read_twice(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.csv"
+    log.write_text(CSV_HEADER + csv_lines(0, 20))
+    context = HarnessContext(tmp_path / "state")
+    config = files_config(paths=[str(tmp_path / "app.csv*")], fingerprint_bytes=64, rotate_wait=30)
+    async with RunningSource(config, context):
+        await context.wait_records(20)
+        # logrotate's copytruncate, with a poll between the copy and the truncation.
+        append(log, csv_lines(20, 30))
+        shutil.copyfile(log, tmp_path / "app.csv.1")
+        await context.wait_records(30)  # that poll read 20..29 and saw the copy
+        with log.open("w") as f:
+            f.write(CSV_HEADER + csv_lines(30, 35))
+        await context.wait_records(35)
+        append(log, csv_lines(35, 36))  # one more poll after the copy was matched
+        await context.wait_records(36)
+    assert context.caps() == list(range(36))
