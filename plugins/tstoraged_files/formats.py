@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CsvParser", "JsonLinesParser", "LineParser", "RecordsParser", "make_parser"]
 
+_JSON = json.JSONDecoder()
+
 
 class LineParser(ABC):
     """Turns the lines of one file into records."""
@@ -187,10 +189,14 @@ class JsonLinesParser(LineParser):
 
     def parse(self, lines: list[str], first_line: int) -> list[Record[bytes]]:
         records: list[Record[bytes]] = []
-        loads = json.loads
+        append = records.append
+        decode = _JSON.decode
+        path = self.path
+        map_record = self.context.map
+        map_stamped = self.map_fields if self.stamp_lines else None
         for i, text in enumerate(lines):
             try:
-                obj = loads(text)
+                obj = decode(text)
             except ValueError as exc:
                 if text.strip():
                     self.reject(text, f"JSON: {exc}", first_line + i)
@@ -198,9 +204,16 @@ class JsonLinesParser(LineParser):
             if type(obj) is not dict:
                 self.reject(text, f"not a JSON object but {type(obj).__name__}", first_line + i)
                 continue
-            record = self.map_fields(obj, first_line + i, text)
-            if record is not None:
-                records.append(record)
+            if map_stamped is None:
+                record = map_record(obj, origin=f"{path}:{first_line + i}", raw=text)
+                if record is None:
+                    self.rejected += 1
+                    continue
+            else:
+                record = map_stamped(obj, first_line + i, text)
+                if record is None:
+                    continue
+            append(record)
         return records
 
 

@@ -11,6 +11,7 @@ from files_harness import (
     CSV_HEADER,
     HarnessContext,
     RunningSource,
+    compiled_mapper,
     csv_lines,
     files_config,
     new_process,
@@ -377,3 +378,22 @@ async def test_a_copy_seen_before_its_original_is_truncated_is_not_read_twice(
         append(log, csv_lines(35, 36))  # one more poll after the copy was matched
         await context.wait_records(36)
     assert context.caps() == list(range(36))
+
+
+async def test_without_a_capture_time_field_each_line_gets_its_own_receive_time(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "a.csv"
+    log.write_text("meter,value\n" + "".join(f"1,{i}\n" for i in range(100)))
+    config = files_config(
+        paths=[str(log)],
+        key={"cid": 1, "mid": "{meter}", "moid": 0},
+        cap={},  # the receive time
+        payload={"codec": "raw", "field": "value"},
+    )
+    context = HarnessContext(tmp_path / "state", mapper=compiled_mapper(config))
+    async with RunningSource(config, context):
+        await context.wait_records(100)
+    caps = context.caps()
+    assert caps == sorted(set(caps))  # one meter, one chunk: still 100 distinct keys
+    assert [r.value for r in context.records] == [str(i).encode() for i in range(100)]
