@@ -153,15 +153,15 @@ def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path) -> None
 def test_sigkill_during_a_large_put_stores_none_of_it(tmp_path) -> None:
     # Large enough to be streamed into an open transaction (beyond the 16 MiB staging limit).
     request = encode_put([((1, 1, 1, i, -1), bytes(200)) for i in range(120_000)])
-    wal = tmp_path / (DB_FILENAME + "-wal")
     with ServerProcess(tmp_path) as process:
-        with RawClient(process.port) as raw:
+        with RawClient(process.port) as raw, RawClient(process.port) as observer:
             raw.send(request[: len(request) * 9 // 10])
-            # Wait (bounded) until uncommitted rows reach the WAL, then kill mid-transaction.
+            # While a PUT holds assigned-but-uncommitted acqs, acq0 stands still at the first
+            # of them (it otherwise follows the clock): then the transaction is open. Poll for
+            # that (bounded), and kill the server mid-transaction.
             deadline = time.monotonic() + 60
-            while not (wal.exists() and wal.stat().st_size > 1_000_000):
+            while observer.get_acq()[1] != observer.get_acq()[1]:
                 assert time.monotonic() < deadline, "the server never started writing"
-                time.sleep(0.05)
             process.kill()
         process.start()
         with RawClient(process.port) as raw:
