@@ -2,6 +2,8 @@
 
 Stages measured, one core (the source, the mapping and the consumer share one event loop):
 
+* ``source only``: reading, line splitting, decoding, CSV/JSON parsing and one ``context.map``
+  call per row that returns a prebuilt record (the source's own cost).
 * ``source+mapping``: a drop-directory file read, split, parsed and mapped through the core's
   compiled mapping; emitted records are counted and acknowledged at once.
 * ``end-to-end`` (when the daemon's pipeline and the project's server are installed): the same
@@ -28,7 +30,7 @@ import psutil
 import structlog
 from tstoraged_files import FilesConfig, FilesSource
 
-from tstorage_client.record import Record
+from tstorage_client.record import Key, Record
 from tstoraged.mapping.compile import compile_mapping
 from tstoraged.plugins import PluginManager
 from tstoraged.source import Ack, SourceContext
@@ -73,11 +75,18 @@ def write_jsonl(path: Path, records: int) -> None:
 class CountingContext(SourceContext):
     """Maps through the compiled mapping, counts records, acknowledges at once."""
 
-    def __init__(self, state_dir: Path, config: FilesConfig, expected: int) -> None:
+    def __init__(
+        self, state_dir: Path, config: FilesConfig, expected: int, *, mapping: bool = True
+    ) -> None:
         self.name = "bench"
         self.log = structlog.get_logger().bind(source="bench")
         self.state_dir = state_dir
-        self.map_one = compile_mapping(config, PluginManager.from_entry_points().codecs).map_one
+        if mapping:
+            codecs = PluginManager.from_entry_points().codecs
+            self.map_one = compile_mapping(config, codecs).map_one
+        else:  # the source's own cost: every row becomes the same prebuilt record
+            record = Record._make((Key._make((7, 1, 1, 1, -1)), b"\0" * 8))
+            self.map_one = lambda fields, received_ns: record
         self.expected = expected
         self.count = 0
         self.rejected = 0
@@ -109,8 +118,15 @@ class CountingContext(SourceContext):
         await asyncio.sleep(0)
 
 
-async def source_and_mapping(fmt: str, path: Path, records: int, work: Path) -> dict[str, float]:
-    """Time the source alone (with the mapping) over one dropped file."""
+async def source_only(fmt: str, path: Path, records: int, work: Path) -> dict[str, float]:
+    """Time the source alone (reading, splitting, parsing; a trivial mapping)."""
+    return await source_and_mapping(fmt, path, records, work, mapping=False)
+
+
+async def source_and_mapping(
+    fmt: str, path: Path, records: int, work: Path, *, mapping: bool = True
+) -> dict[str, float]:
+    """Time the source with the core's compiled mapping over one dropped file."""
     drop = path.parent
     config = FilesConfig.model_validate(
         {
@@ -124,9 +140,9 @@ async def source_and_mapping(fmt: str, path: Path, records: int, work: Path) -> 
             **MAPPING,
         }
     )
-    state = work / f"state-{fmt}"
+    state = work / f"state-{fmt}-{mapping}"
     state.mkdir(exist_ok=True)
-    context = CountingContext(state, config, records)
+    context = CountingContext(state, config, records, mapping=mapping)
     process = psutil.Process()
     rss_before = process.memory_info().rss
     cpu_before = process.cpu_times()
@@ -235,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
             size = path.stat().st_size
             os.rename(path, drop / f"data.{fmt}")
             for stage, bench in (
+                ("source only", source_only),
                 ("source+mapping", source_and_mapping),
                 ("end-to-end", end_to_end),
             ):
