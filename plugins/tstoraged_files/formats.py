@@ -80,8 +80,8 @@ class LineParser(ABC):
         # One decoded character is at least one byte: only lines longer than a quarter of the
         # bound can exceed it, and only those are measured exactly.
         limit = self.max_line_bytes
-        if len(block.data) > limit:
-            quarter = limit // 4
+        quarter = limit // 4
+        if len(block.data) > limit and max(map(len, lines)) > quarter:
             for i, text in enumerate(lines):
                 if len(text) > quarter and len(text.encode(self.encoding)) > limit:
                     raw = text.encode(self.encoding)[:PREFIX_BYTES]
