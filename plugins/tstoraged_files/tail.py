@@ -96,6 +96,12 @@ class TailFollower:
         """One round: rescan, detect rotation/truncation, read. True if data is left to read."""
         found = self._scan()
         now = time.monotonic()
+        if first_scan:
+            # Files that vanished or were rotated out of the globs while the source was
+            # stopped: their positions are kept (retired) in case the content shows up again.
+            for entry in self.store.entries:
+                if not entry.retired and (entry.dev, entry.ino) not in found:
+                    self._retire_entry(entry)
         for file_id, followed in self.followed.items():
             path = found.get(file_id)
             if path is None:
@@ -107,12 +113,10 @@ class TailFollower:
                     self.context.log.info("file renamed", old=followed.reader.path, new=path)
                     followed.reader.path = path
             self._check_rewritten(followed)
+        self._forget_stale(found, now)
+        new = [fid for fid in found if fid not in self.followed and fid not in self._unreadable]
         # Files with a checkpoint for their own inode first: at startup a copy must not claim
         # content whose original has not been looked at yet.
-        for file_id, failed_at in list(self._unreadable.items()):
-            if now - failed_at >= UNREADABLE_RETRY_S:
-                del self._unreadable[file_id]
-        new = [fid for fid in found if fid not in self.followed and fid not in self._unreadable]
         new.sort(key=lambda fid: self.store.find_live(*fid) is None)
         for file_id in new:
             self._open(file_id, found[file_id], first_scan=first_scan, now=now)
@@ -122,6 +126,17 @@ class TailFollower:
             more = more or read >= CHUNKS_PER_TURN * followed.reader.chunk_bytes
         self._close_gone(now)
         return more
+
+    def _forget_stale(self, found: dict[FileId, str], now: float) -> None:
+        """Drop bookkeeping of files that are gone, and let unreadable files be retried."""
+        for file_id, failed_at in list(self._unreadable.items()):
+            if now - failed_at >= UNREADABLE_RETRY_S:
+                del self._unreadable[file_id]
+        for file_id in [fid for fid in self._copies if fid not in found]:
+            del self._copies[file_id]
+        live = set(self.store.entries)
+        for entry in [e for e in self._retired_positions if e not in live]:
+            del self._retired_positions[entry]
 
     def _scan(self) -> dict[FileId, str]:
         found: dict[FileId, str] = {}
@@ -155,9 +170,14 @@ class TailFollower:
             followed.reader = self._reader(reader.fd, reader.path, fresh, 0, 0)
 
     def _retire(self, reader: FileReader) -> None:
-        reader.entry.retired = True
-        reader.entry.seen = time.time()
         self._retired_positions[reader.entry] = reader.position
+        self._retire_entry(reader.entry)
+
+    def _retire_entry(self, entry: FileCheckpoint) -> None:
+        # The content left its inode (truncated, inode reused) or the globs (rotated away):
+        # keep its position a while, so it is recognised if it shows up again.
+        entry.retired = True
+        entry.seen = time.time()
         self.store.changed()
 
     def _open(self, file_id: FileId, path: str, *, first_scan: bool, now: float) -> None:
@@ -188,7 +208,7 @@ class TailFollower:
             if entry.fingerprint.matches(fd) and size >= entry.offset:
                 entry.path = path
                 return entry, entry.offset, entry.line
-            self._retire_or_forget(entry)
+            self._retire_entry(entry)  # truncated while stopped, or the inode was reused
         if size:
             retired = self._retired_content(fd, size)
             if retired is not None:
@@ -209,13 +229,6 @@ class TailFollower:
         head = read_fingerprint(fd, min(offset, self.config.fingerprint_bytes))
         fresh = FileCheckpoint(*file_id, head, path, offset, line)
         return self.store.add(fresh), offset, line
-
-    def _retire_or_forget(self, entry: FileCheckpoint) -> None:
-        # The inode holds other content now: either the file was truncated while we were
-        # stopped (keep it retired, a copy may show up) or the inode was reused.
-        entry.retired = True
-        entry.seen = time.time()
-        self.store.changed()
 
     def _retired_content(self, fd: int, size: int) -> FileCheckpoint | None:
         for entry in self.store.entries:

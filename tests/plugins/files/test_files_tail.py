@@ -397,3 +397,25 @@ async def test_without_a_capture_time_field_each_line_gets_its_own_receive_time(
     caps = context.caps()
     assert caps == sorted(set(caps))  # one meter, one chunk: still 100 distinct keys
     assert [r.value for r in context.records] == [str(i).encode() for i in range(100)]
+
+
+async def test_a_rotation_while_stopped_continues_in_the_rotated_file_when_the_glob_matches_it(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text(CSV_HEADER + csv_lines(0, 100))
+    state = tmp_path / "state"
+    config = files_config(paths=[str(tmp_path / "app.log*")], exclude=["*.gz"])
+    first = HarnessContext(state)
+    async with RunningSource(config, first):
+        await first.wait_records(100)
+    append(log, csv_lines(100, 110))  # written before the rotation, never seen by the source
+    os.rename(log, tmp_path / "app.log.1")
+    log.write_text(CSV_HEADER + csv_lines(110, 115))
+    (tmp_path / "app.log.2.gz").write_bytes(b"\x1f\x8b compressed")
+    new_process()
+    second = HarnessContext(state)
+    async with RunningSource(config, second):
+        await second.wait_records(15)
+    assert sorted(second.caps()) == list(range(100, 115))
+    assert second.rejects == []
