@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tstoraged.config.units import ByteSize, Duration
+from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
 from tstoraged.source import SourceConfig
 
 __all__ = ["RECORDS_MAPPING", "CsvOptions", "FilesConfig"]
@@ -21,6 +22,22 @@ RECORDS_MAPPING: dict[str, Any] = {
     "cap": {"field": "cap", "unit": "ns", "epoch": "tstorage"},
     "payload": {"codec": "raw", "field": "payload"},
 }
+
+
+_MAPPING_MODELS: dict[str, type[BaseModel]] = {
+    "key": KeyMapping,
+    "cap": CapMapping,
+    "payload": PayloadMapping,
+}
+
+
+def _is_records_part(name: str, value: Any) -> bool:
+    """True when ``value`` is the records format's own ``key``/``cap``/``payload`` table."""
+    model = _MAPPING_MODELS[name]
+    try:
+        return model.model_validate(value) == model.model_validate(RECORDS_MAPPING[name])
+    except ValueError:
+        return False
 
 
 class CsvOptions(BaseModel):
@@ -116,7 +133,9 @@ class FilesConfig(SourceConfig):
     def _records_mapping(cls, data: Any) -> Any:
         if not isinstance(data, dict) or data.get("format") != "records":
             return data
-        given = sorted(k for k in RECORDS_MAPPING if k in data)
+        # The row's own mapping may be given back as it is shown (`tstoraged check` prints
+        # the effective config), but no other.
+        given = sorted(k for k in RECORDS_MAPPING if k in data and not _is_records_part(k, data[k]))
         if given:
             raise ValueError(
                 f"format 'records' takes key, cap and payload from each row; remove {given}"

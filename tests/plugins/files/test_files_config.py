@@ -83,3 +83,10 @@ def test_encodings_that_are_not_ascii_compatible_are_refused() -> None:
     assert found == [
         "encoding: Value error, encoding 'utf-16' is not ASCII-compatible (e.g. utf-8, latin-1)"
     ]
+
+
+def test_record_csv_accepts_its_own_mapping_back_as_check_prints_it() -> None:
+    shown = FilesConfig.model_validate(
+        {"type": "files", "name": "r", "paths": ["x"], "format": "records"}
+    ).model_dump(mode="json")
+    assert FilesConfig.model_validate(shown).model_dump(mode="json") == shown
