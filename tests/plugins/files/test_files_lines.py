@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tstoraged_files.lines import LineSplitter
 
 
@@ -64,3 +66,35 @@ def test_offsets_and_line_numbers_are_exact_for_any_chunking() -> None:
             assert block.end_offset == sum(len(x) + 1 for x in lines)
         assert lines == [b"line %d" % i for i in range(1, 200)]
         assert splitter.finish().data == b"tail"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+    cuts=st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=10),
+    bound=st.integers(min_value=16, max_value=32),
+)
+def test_any_chunking_yields_the_same_lines_offsets_and_oversized_reports(
+    lines: list[bytes], cuts: list[int], bound: int
+) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    splitter = LineSplitter(max_line_bytes=bound)
+    kept: dict[int, bytes] = {}
+    oversized: list[int] = []
+    start, turn = 0, 0
+    while start < len(data):
+        size = cuts[turn % len(cuts)]
+        block = splitter.feed(data[start : start + size])
+        start += size
+        turn += 1
+        oversized += [n for n, _ in block.oversized]
+        if block.count:
+            for i, text in enumerate(block.data.split(b"\n")):
+                kept[block.first_line + i] = text
+        # The resume offset is always the end of a whole line.
+        assert block.end_offset == sum(len(x) + 1 for x in lines[: splitter.line])
+    long_lines = [n for n, line in enumerate(lines, 1) if len(line) > bound]
+    assert sorted(oversized) == [n for n in long_lines if n not in kept]
+    for n, text in kept.items():
+        assert text == lines[n - 1]
+    assert sorted([*kept, *oversized]) == list(range(1, len(lines) + 1))
