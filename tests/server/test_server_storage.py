@@ -152,3 +152,15 @@ async def test_small_box_query_plan_uses_the_primary_key_index(tmp_path) -> None
     conn.close()
     assert "SEARCH" in plan
     assert "PRIMARY KEY (cid=? AND mid=? AND moid=? AND cap>? AND cap<?)" in plan
+
+
+async def test_a_database_of_another_schema_version_is_refused(tmp_path) -> None:
+    conn = sqlite3.connect(tmp_path / sqlite_storage.DB_FILENAME)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(OSError, match="schema version 99"):
+        await SqliteStorage.open(str(tmp_path))
+    # The directory lock was released: a later open (after fixing the file) is possible.
+    (tmp_path / sqlite_storage.DB_FILENAME).unlink()
+    storage = await SqliteStorage.open(str(tmp_path))
+    await storage.close()

@@ -42,6 +42,9 @@ from tstorage_client.record import Key
 
 __all__ = [
     "NEED_DATA",
+    "PUTA_TO_GET_N",
+    "PUT_TO_GET_N",
+    "RECORD_HEAD",
     "ConnectionClosed",
     "GetAcqRequest",
     "GetRequest",
@@ -377,8 +380,13 @@ _ERROR = HEADER.pack(-1, 0)
 _TERMINATOR = INT32.pack(0)
 _ACQ_HEADER = HEADER.pack(0, ACQ_STRUCT.size)
 _PUT_OK_HEADER = HEADER.pack(0, ACQ_RANGE_STRUCT.size)
-_RECORD_HEAD = struct.Struct("<iiqiqq")  # n, cid, mid, moid, cap, acq
-_record_head = _RECORD_HEAD.pack
+RECORD_HEAD = struct.Struct("<iiqiqq")
+"""Head of a GET record frame: n, cid, mid, moid, cap, acq; the payload follows."""
+PUT_TO_GET_N = KEY_SIZE - _PUT_KEY_SIZE
+"""Add to a PUT record's wire n to get its GET frame's n (the frame carries cid and acq)."""
+PUTA_TO_GET_N = KEY_SIZE - _PUTA_KEY_SIZE
+"""Add to a PUTA record's wire n to get its GET frame's n (the frame carries cid)."""
+_record_head = RECORD_HEAD.pack
 
 
 def encode_error() -> bytes:

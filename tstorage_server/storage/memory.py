@@ -9,15 +9,19 @@ write wins). A GET bisects the caps and joins frame slices: nothing is built per
 
 from __future__ import annotations
 
-import struct
 from bisect import bisect_left
 from collections.abc import AsyncGenerator
 from itertools import count
 from operator import itemgetter
 from typing import Any
 
-from tstorage_client.protocol.server import PutaRow, PutRow
-from tstorage_client.protocol.wire import PUT_KEY, PUTA_KEY
+from tstorage_client.protocol.server import (
+    PUT_TO_GET_N,
+    PUTA_TO_GET_N,
+    RECORD_HEAD,
+    PutaRow,
+    PutRow,
+)
 from tstorage_client.record import ACQ_MAX, ACQ_MIN, Key
 from tstorage_server.acq import AcqClock
 from tstorage_server.storage.base import NO_ACQ_RANGE, PutTransaction, Storage
@@ -29,10 +33,7 @@ SeriesId = tuple[int, int, int]
 READ_CHUNK_ROWS = 8192
 """Records per chunk of a GET: bounds what one read step holds and how long it runs."""
 
-_frame_head = struct.Struct("<iiqiqq").pack  # n, cid, mid, moid, cap, acq
-# A GET frame's n counts the 32-byte key; the PUT / PUTA wire n counts 20 / 28 key bytes.
-_PUT_N_DELTA = 32 - PUT_KEY.size
-_PUTA_N_DELTA = 32 - PUTA_KEY.size
+_frame_head = RECORD_HEAD.pack
 _first, _second = itemgetter(0), itemgetter(1)
 
 
@@ -99,7 +100,7 @@ class MemoryStorage(Storage):
                     series.dirty = True
                 caps.append(cap)
                 series.acqs.append(acq)
-                series.frames.append(head(n + _PUT_N_DELTA, cid, mid, moid, cap, acq) + payload)
+                series.frames.append(head(n + PUT_TO_GET_N, cid, mid, moid, cap, acq) + payload)
         return first, first + total - 1
 
     def apply_puta(self, batches: list[tuple[int, list[PutaRow]]]) -> None:
@@ -117,7 +118,7 @@ class MemoryStorage(Storage):
                     series.dirty = True
                 caps.append(cap)
                 series.acqs.append(acq)
-                series.frames.append(head(n + _PUTA_N_DELTA, cid, mid, moid, cap, acq) + payload)
+                series.frames.append(head(n + PUTA_TO_GET_N, cid, mid, moid, cap, acq) + payload)
 
     async def read(self, key_min: Key, key_max: Key) -> AsyncGenerator[bytes, None]:
         cid_lo, mid_lo, moid_lo, cap_lo, acq_lo = key_min

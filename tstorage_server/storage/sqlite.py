@@ -27,7 +27,13 @@ from itertools import count
 from operator import itemgetter
 from typing import Any, Literal, TypeVar
 
-from tstorage_client.protocol.server import PutaRow, PutRow, encode_records
+from tstorage_client.protocol.server import (
+    PUT_TO_GET_N,
+    PUTA_TO_GET_N,
+    RECORD_HEAD,
+    PutaRow,
+    PutRow,
+)
 from tstorage_client.record import Key
 from tstorage_server.acq import AcqClock
 from tstorage_server.storage.base import NO_ACQ_RANGE, PutTransaction, Storage
@@ -35,18 +41,22 @@ from tstorage_server.storage.base import NO_ACQ_RANGE, PutTransaction, Storage
 __all__ = ["DB_FILENAME", "SqliteStorage", "box_queries"]
 
 T = TypeVar("T")
-FullRow = tuple[int, int, int, int, int, bytes]
 
 DB_FILENAME = "tstorage.sqlite3"
 LOCK_FILENAME = "tstorage.lock"
 
-_SCHEMA = """
+SCHEMA_VERSION = 1
+# A record is stored as its ready-to-send GET frame (n, key, payload) beside the key columns
+# that index it: a GET then only concatenates blobs, ~3x faster than packing each row, for
+# 36 bytes more per record.
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
     cid INTEGER NOT NULL, mid INTEGER NOT NULL, moid INTEGER NOT NULL,
-    cap INTEGER NOT NULL, acq INTEGER NOT NULL, payload BLOB NOT NULL,
+    cap INTEGER NOT NULL, acq INTEGER NOT NULL, frame BLOB NOT NULL,
     PRIMARY KEY (cid, mid, moid, cap, acq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+PRAGMA user_version = {SCHEMA_VERSION};
 """
 _UPSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)"
 _SAVE_LAST_ACQ = "INSERT OR REPLACE INTO meta VALUES ('last_acq', ?)"
@@ -86,7 +96,7 @@ def box_queries(key_min: Key, key_max: Key) -> Iterator[tuple[str, tuple[int, ..
         fixed += 1
     conditions = [f"{name} = ?" for name in _COLUMNS[:fixed]]
     conditions += [f"{name} >= ? AND {name} < ?" for name in _COLUMNS[fixed:]]
-    sql = f"SELECT cid, mid, moid, cap, acq, payload FROM records WHERE {' AND '.join(conditions)}"  # noqa: S608 - only column names are formatted in
+    sql = f"SELECT frame FROM records WHERE {' AND '.join(conditions)}"  # noqa: S608 - only column names are formatted in
     ranges = tuple(
         itertools.chain.from_iterable(zip(key_min[fixed:], key_max[fixed:], strict=True))
     )
@@ -146,6 +156,13 @@ class SqliteStorage(Storage):
             # Interleaved series insert all over the B-tree: a larger page cache for the one
             # writer measured 10-20 % faster ingest than the 2 MiB default.
             conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone()
+            if version != SCHEMA_VERSION and (version or exists):
+                conn.close()
+                raise OSError(
+                    f"{path} has schema version {version}; this server reads {SCHEMA_VERSION}"
+                )
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE name = 'last_acq'").fetchone()
             return conn, (row[0] if row else -1)
@@ -228,7 +245,7 @@ def _lock_directory(data_dir: str) -> int:
 
 def _fetch_rows(
     conn: sqlite3.Connection, key_min: Key, key_max: Key
-) -> Generator[FullRow, None, None]:
+) -> Generator[bytes, None, None]:
     """All rows of the box from one read transaction (lazily: a generator driven in chunks)."""
     conn.execute("BEGIN")
     for sql, params in box_queries(key_min, key_max):
@@ -237,14 +254,14 @@ def _fetch_rows(
             batch = cursor.fetchmany(READ_CHUNK_ROWS)
             if not batch:
                 break
-            yield from batch
+            yield from map(_first, batch)
 
 
-def _next_chunk(rows: Iterator[FullRow]) -> bytes:
-    return encode_records(itertools.islice(rows, READ_CHUNK_ROWS))
+def _next_chunk(frames: Iterator[bytes]) -> bytes:
+    return b"".join(itertools.islice(frames, READ_CHUNK_ROWS))
 
 
-def _finish_read(rows: Generator[FullRow, None, None], conn: sqlite3.Connection) -> None:
+def _finish_read(rows: Generator[bytes, None, None], conn: sqlite3.Connection) -> None:
     rows.close()
     if conn.in_transaction:
         conn.execute("COMMIT")
@@ -256,14 +273,25 @@ Batches = list[tuple[int, Any]]
 
 def _insert(conn: sqlite3.Connection, batches: Batches, acq: int | None) -> None:
     """Insert batches; ``acq`` is the first acq to assign (PUT), or None to keep row acqs (PUTA)."""
+    head = RECORD_HEAD.pack
     for cid, rows in batches:
         if acq is None:
             puta_rows: list[PutaRow] = rows
-            conn.executemany(_UPSERT, [(cid, m, o, c, a, p) for _, m, o, c, a, p in puta_rows])
+            conn.executemany(
+                _UPSERT,
+                [
+                    (cid, m, o, c, a, head(n + PUTA_TO_GET_N, cid, m, o, c, a) + p)
+                    for n, m, o, c, a, p in puta_rows
+                ],
+            )
         else:
             put_rows: list[PutRow] = rows
             conn.executemany(
-                _UPSERT, [(cid, m, o, c, a, p) for (_, m, o, c, p), a in zip(put_rows, count(acq))]
+                _UPSERT,
+                [
+                    (cid, m, o, c, a, head(n + PUT_TO_GET_N, cid, m, o, c, a) + p)
+                    for (n, m, o, c, p), a in zip(put_rows, count(acq))
+                ],
             )
             acq += len(rows)
 
