@@ -13,8 +13,8 @@ channel and answers DISCONNECTED; after any failed request the channel closes it
 once the iteration ends ``GetIterator.response`` holds the final ``ResponseAcq`` (it is also
 the generator's return value). Leaving the loop early is safe: the rest of the response is
 read and discarded, without decoding, when the next request starts on the channel (or
-dropped with the connection by ``close()``), and the abandoned iterator then stops with
-ERROR.
+dropped with the connection by ``close()``); the abandoned iterator then yields what remains
+of the batch it already held and stops with ERROR.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ Requests on one channel run one at a time (an ``asyncio.Lock``), so tasks may sh
 ``get_stream`` accepts a plain or a coroutine callback. ``get_iter`` returns an
 :class:`AsyncGetIterator` (``async for``); its ``response`` holds the final ``ResponseAcq``
 once the iteration ends. An iteration left early is drained, without decoding, by the next
-request on the channel, and the abandoned iterator then stops with ERROR.
+request on the channel; the abandoned iterator then yields what remains of the batch it
+already held and stops with ERROR.
 """
 
 from __future__ import annotations
