@@ -44,6 +44,16 @@ class Quarantine:
         self._disk.replace_atomically(target + REASON_SUFFIX, json.dumps(record).encode())
         return QuarantinedSegment(target, reason, now)
 
+    def find(self, segment_path: str) -> QuarantinedSegment | None:
+        """The entry that is a hard link of ``segment_path`` (quarantined earlier), if any."""
+        base = os.path.basename(segment_path)
+        for entry in self.list():
+            if os.path.basename(entry.file).startswith(base + "."):
+                with contextlib.suppress(OSError):
+                    if os.path.samefile(entry.file, segment_path):
+                        return entry
+        return None
+
     def list(self) -> tuple[QuarantinedSegment, ...]:
         """Every quarantined segment, oldest first."""
         try:

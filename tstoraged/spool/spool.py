@@ -482,6 +482,8 @@ class Spool:
 
     async def _quarantine_live(self, segment: Segment, reason: str) -> None:
         """Keep a copy of a segment found damaged while reading; its intact frames still flow."""
+        if await asyncio.to_thread(self._quarantine.find, segment.path) is not None:
+            return  # found and reported by an earlier run; the damaged frame is skipped again
         entry = await asyncio.to_thread(self._quarantine.add, segment.path, reason, move=False)
         self._note_quarantined(entry)
         log.error("spool.segment_quarantined", segment=segment.path, reason=reason)
