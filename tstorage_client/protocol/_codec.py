@@ -62,6 +62,10 @@ BatchSpan = tuple[int, int, int, int]
 """(cid, start, stop, batch_bytes): records[start:stop] form one per-cid batch."""
 
 
+class _NegativeCid(Exception):
+    """A key of the chunk has a negative cid (control flow inside the encoder)."""
+
+
 class UnparseableRecord(Exception):
     """A record's payload could not be decoded by the payload type (UNPARSEABLE_ENTITY)."""
 
@@ -217,14 +221,11 @@ class RecordCodec:
         self, chunk: list[Record[Any]], with_acq: bool, max_batch_size: int, skip_invalid: bool
     ) -> tuple[bytes, bool]:
         """Encode one chunk; returns (bytes, False if an invalid key ended the stream here)."""
-        keys: list[Key] = list(map(_ITEM0, chunk))
-        cids: list[int] = list(map(_ITEM0, keys))
-        if min(cids) >= 0:
-            try:
-                return self._encode_valid(chunk, keys, cids, with_acq, max_batch_size), True
-            except (struct.error, OverflowError, TypeError):
-                pass  # some key is out of range or of the wrong type: find it below
-        valid = [type(k) is Key and k.valid() for k in keys]
+        try:
+            return self._encode_valid(chunk, with_acq, max_batch_size), True
+        except (_NegativeCid, struct.error, OverflowError, TypeError):
+            pass  # some key is negative, out of range or of the wrong type: find it below
+        valid = [type(k) is Key and k.valid() for k in map(_ITEM0, chunk)]
         complete = True
         if skip_invalid:
             chunk = [r for r, ok in zip(chunk, valid, strict=True) if ok]
@@ -233,20 +234,15 @@ class RecordCodec:
             complete = False
         if not chunk:
             return b"", complete
-        keys = list(map(_ITEM0, chunk))
-        cids = list(map(_ITEM0, keys))
         # Keys are valid now, so an error here comes from a payload value: the caller's bug.
-        return self._encode_valid(chunk, keys, cids, with_acq, max_batch_size), complete
+        return self._encode_valid(chunk, with_acq, max_batch_size), complete
 
-    def _encode_valid(
-        self,
-        chunk: list[Record[Any]],
-        keys: list[Key],
-        cids: list[int],
-        with_acq: bool,
-        max_batch_size: int,
-    ) -> bytes:
-        order, groups = group_by_cid(cids)
+    def _encode_valid(self, chunk: list[Record[Any]], with_acq: bool, max_batch_size: int) -> bytes:
+        """Encode records whose keys are all valid; raises if one is not."""
+        keys: list[Key] = list(map(_ITEM0, chunk))
+        order, groups = group_by_cid(list(map(_ITEM0, keys)))
+        if groups[0][0] < 0:  # groups are sorted by cid: the first holds the smallest
+            raise _NegativeCid
         if order is not None:
             chunk = list(map(chunk.__getitem__, order))
             keys = list(map(keys.__getitem__, order))
