@@ -68,6 +68,8 @@ class HarnessContext(SourceContext):
     """False: count records without keeping them (volume tests, so memory shows the source's)."""
     emitted: int = 0
     """Number of records emitted so far."""
+    cancel_at_emit: int | None = None
+    """Cancel the source inside its n-th ``emit`` (1-based), before that emit is accepted."""
     acked: int = 0
     """Number of emits acknowledged so far (acks are given in emit order)."""
 
@@ -104,6 +106,11 @@ class HarnessContext(SourceContext):
         self._changed.set()
 
     async def emit(self, records: Sequence[Record[bytes]], ack: Ack | None = None) -> None:
+        if self.cancel_at_emit is not None and len(self.emits) + 1 >= self.cancel_at_emit:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # as the daemon stopping the source while emit waits for room
+            await asyncio.sleep(0)
         self.emitted += len(records)
         self.emits.append(Emit(list(records) if self.keep_records else [], ack))
         if self.auto_ack:

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from files_harness import (
     CSV_HEADER,
     HarnessContext,
@@ -419,3 +420,24 @@ async def test_a_rotation_while_stopped_continues_in_the_rotated_file_when_the_g
         await second.wait_records(15)
     assert sorted(second.caps()) == list(range(100, 115))
     assert second.rejects == []
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5, 8])
+async def test_cancelled_at_any_emit_a_restart_repeats_and_loses_nothing(
+    tmp_path: Path, cut: int
+) -> None:
+    log = tmp_path / "a.csv"
+    log.write_text(CSV_HEADER + csv_lines(0, 500) + "500,1,0,")  # ends in a partial line
+    state = tmp_path / "state"
+    config = files_config(paths=[str(log)], read_chunk_bytes=700)
+    first = HarnessContext(state, cancel_at_emit=cut)
+    running = RunningSource(config, first)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running.task, 20)
+    assert len(first.emits) == cut - 1
+    assert 500 - len(first.records) > 0  # stopped in the middle of the file
+    new_process()
+    second = HarnessContext(state)
+    async with RunningSource(config, second):
+        await second.wait_records(500 - len(first.records))
+    assert first.caps() + second.caps() == list(range(500))
