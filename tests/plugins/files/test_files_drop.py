@@ -13,9 +13,10 @@ from files_harness import (
     files_config,
     new_process,
 )
+from tstoraged_files import FilesConfig
 
 
-def drop_config(directory: Path, **settings: object) -> object:
+def drop_config(directory: Path, **settings: object) -> FilesConfig:
     return files_config(mode="drop", directory=str(directory), pattern="*.csv", **settings)
 
 

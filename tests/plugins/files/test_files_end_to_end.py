@@ -96,7 +96,8 @@ def csv_rows(start: int, stop: int) -> str:
 
 
 async def stored(server: RunningServer) -> list[Record[bytes]]:
-    async with AsyncChannel(server.host, server.port, BytesPayloadType()) as channel:
+    channel: AsyncChannel[bytes] = AsyncChannel(server.host, server.port, BytesPayloadType())
+    async with channel:
         response = await channel.get(Key(7, -(2**63), -(2**31), -(2**63), -(2**63)), Key.max())
     assert response, response
     return list(response.data)

@@ -176,7 +176,7 @@ async def test_start_at_end_skips_existing_lines_of_files_present_at_startup(
         append(log, csv_lines(50, 52) + "bad line\n")
         (tmp_path / "b.csv").write_text(CSV_HEADER + csv_lines(52, 53))
         await context.wait_records(3)
-        await context.wait_until(lambda: context.rejects, "reject")
+        await context.wait_until(lambda: bool(context.rejects), "reject")
     assert sorted(context.caps()) == [50, 51, 52]
     assert context.rejects[0].origin == f"{log}:54"  # header + 50 + 2 lines before it
 
