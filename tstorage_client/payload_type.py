@@ -47,9 +47,9 @@ class PayloadType(ABC, Generic[T]):
 
 
 class StructPayloadType(PayloadType[Any]):
-    """A single value packed with a ``struct`` format, e.g. ``StructPayloadType("<d")`` for a float."""
+    """One value packed with a ``struct`` format, e.g. ``StructPayloadType("<d")`` for a float."""
 
-    def __init__(self, format: str) -> None:  # noqa: A002 - the reference client's name
+    def __init__(self, format: str) -> None:  # 'format': the reference client's name
         self.struct = struct.Struct(format)
         if len(self.struct.unpack(bytes(self.struct.size))) != 1:
             raise ValueError(f"StructPayloadType needs a format with one value, got {format!r}")
@@ -71,7 +71,7 @@ class StructPayloadType(PayloadType[Any]):
 class TuplePayloadType(PayloadType[tuple[Any, ...]]):
     """A tuple of values packed with a ``struct`` format, e.g. ``TuplePayloadType("<if?")``."""
 
-    def __init__(self, format: str) -> None:  # noqa: A002 - the reference client's name
+    def __init__(self, format: str) -> None:  # 'format': the reference client's name
         self.struct = struct.Struct(format)
         self.format = format
         self.fixed_size = self.struct.size
@@ -114,3 +114,16 @@ class BytesPayloadType(PayloadType[bytes]):
 
     def from_bytes_many(self, buffers: Iterable[bytes]) -> list[bytes | None]:
         return list(buffers)
+
+
+def __getattr__(name: str) -> Any:
+    # NumpyPayloadType lives in its own module so that numpy is imported only when used.
+    if name == "NumpyPayloadType":
+        try:
+            from tstorage_client.numpy_payload import NumpyPayloadType
+        except ImportError as error:  # numpy is an optional dependency
+            raise AttributeError(
+                "NumpyPayloadType needs numpy: pip install 'tstoraged[numpy]'"
+            ) from error
+        return NumpyPayloadType
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
