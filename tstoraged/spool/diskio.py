@@ -56,10 +56,14 @@ class DiskIO:
         tmp = f"{path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            self.write_all(fd, [data])
-            self.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                self.write_all(fd, [data])
+                self.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            os.unlink(tmp)  # e.g. ENOSPC: do not leave a partial file taking space
+            raise
         os.replace(tmp, path)
         self.fsync_dir(os.path.dirname(path) or ".")
 

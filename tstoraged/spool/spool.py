@@ -393,16 +393,27 @@ class Spool:
             cursor = Cursor(self._committed, self._next_seq)
             # The cursor goes first: it carries the seq counter, which must not fall back
             # to a seq already used if every segment is gone after a restart.
-            await asyncio.to_thread(self._write_cursor_and_unlink, cursor, paths)
-            self._persisted_cursor = cursor
+            if await asyncio.to_thread(self._write_cursor_and_unlink, cursor, paths):
+                self._persisted_cursor = cursor
+            else:
+                self._cursor_dirty.set()  # try again later
         self._freed.fire()
 
-    def _write_cursor_and_unlink(self, cursor: Cursor, paths: list[str]) -> None:
-        write_cursor(self.directory, cursor, self._disk)
+    def _write_cursor_and_unlink(self, cursor: Cursor, paths: list[str]) -> bool:
+        """Persist ``cursor`` then delete ``paths``; False if the cursor could not be written."""
+        written = True
+        try:
+            write_cursor(self.directory, cursor, self._disk)
+        except OSError as exc:
+            # A full disk must not stop the deletion that frees it.  Cost: after a crash
+            # before the next cursor write, committed batches may be delivered again.
+            log.warning("spool.cursor_write_failed", error=str(exc))
+            written = False
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         self._disk.fsync_dir(self.directory)
+        return written
 
     # -- reading and committing -----------------------------------------------------------
 
