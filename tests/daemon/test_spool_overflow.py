@@ -19,6 +19,11 @@ META = {"records": 5, "sources": {"a": 3, "b": 2}}
 FRAME = 48 + len(b'{"records":5,"sources":{"a":3,"b":2}}') + len(PAYLOAD)
 
 
+async def small_spool(directory, **settings) -> Spool:
+    """A spool whose segments hold two test frames, fsync per batch, plus ``settings``."""
+    return await Spool.open(directory, **{"fsync": "batch", "segment_size": 2 * FRAME, **settings})
+
+
 async def until_blocked(spool: Spool) -> None:
     """Let other tasks run until an append is waiting for room (bounded; no timing)."""
     for _ in range(1000):
@@ -80,11 +85,9 @@ class TinyDisk:
 
 
 async def test_block_policy_waits_for_commits_and_loses_nothing(tmp_path):
-    spool = await Spool.open(
+    spool = await small_spool(
         tmp_path,
-        fsync="batch",
         max_size=6 * FRAME,
-        segment_size=2 * FRAME,
         overflow="block",
         space_recheck_interval=3600,  # only a commit can wake the waiting append
     )
@@ -104,11 +107,9 @@ async def test_block_policy_waits_for_commits_and_loses_nothing(tmp_path):
 
 async def test_drop_oldest_drops_whole_oldest_segments_and_reports_counts(tmp_path):
     reports: list[DropReport] = []
-    spool = await Spool.open(
+    spool = await small_spool(
         tmp_path,
-        fsync="batch",
         max_size=6 * FRAME,
-        segment_size=2 * FRAME,
         overflow="drop_oldest",
         on_drop=reports.append,
     )
@@ -135,11 +136,9 @@ async def test_drop_oldest_drops_whole_oldest_segments_and_reports_counts(tmp_pa
 
 async def test_drop_oldest_counts_only_uncommitted_batches_of_the_dropped_segment(tmp_path):
     reports: list[DropReport] = []
-    spool = await Spool.open(
+    spool = await small_spool(
         tmp_path,
-        fsync="batch",
         max_size=4 * FRAME,
-        segment_size=2 * FRAME,
         overflow="drop_oldest",
         on_drop=reports.append,
     )
@@ -156,11 +155,9 @@ async def test_drop_oldest_counts_only_uncommitted_batches_of_the_dropped_segmen
 
 async def test_free_space_watermark_blocks_like_a_full_spool(tmp_path):
     disk = TinyDisk(str(tmp_path), capacity=10 * FRAME)
-    spool = await Spool.open(
+    spool = await small_spool(
         tmp_path,
-        fsync="batch",
         max_size=1 << 30,  # far away: only the watermark limits
-        segment_size=2 * FRAME,
         min_free_space=5 * FRAME + 1,  # room for four frames, not five
         disk=disk.io(),
         space_recheck_interval=3600,
@@ -182,10 +179,8 @@ async def test_free_space_watermark_blocks_like_a_full_spool(tmp_path):
 async def test_free_space_watermark_drops_oldest_with_drop_policy(tmp_path):
     disk = TinyDisk(str(tmp_path), capacity=10 * FRAME)
     reports: list[DropReport] = []
-    spool = await Spool.open(
+    spool = await small_spool(
         tmp_path,
-        fsync="batch",
-        segment_size=2 * FRAME,
         min_free_space=5 * FRAME,
         overflow="drop_oldest",
         on_drop=reports.append,
@@ -203,10 +198,8 @@ async def test_free_space_watermark_drops_oldest_with_drop_policy(tmp_path):
 async def test_enospc_cuts_the_partial_frame_and_drops_oldest(tmp_path):
     disk = TinyDisk(str(tmp_path), capacity=5 * FRAME + FRAME // 2)
     reports: list[DropReport] = []
-    spool = await Spool.open(
+    spool = await small_spool(
         tmp_path,
-        fsync="batch",
-        segment_size=2 * FRAME,
         overflow="drop_oldest",
         on_drop=reports.append,
         disk=disk.io(),
@@ -227,10 +220,8 @@ async def test_enospc_cuts_the_partial_frame_and_drops_oldest(tmp_path):
 
 async def test_enospc_with_block_policy_waits_then_writes_after_commit(tmp_path):
     disk = TinyDisk(str(tmp_path), capacity=4 * FRAME + FRAME // 2)
-    spool = await Spool.open(
+    spool = await small_spool(
         tmp_path,
-        fsync="batch",
-        segment_size=2 * FRAME,
         overflow="block",
         disk=disk.io(),
         space_recheck_interval=3600,
