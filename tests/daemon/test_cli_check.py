@@ -22,8 +22,8 @@ port = 2026
 
 [tstorage.tls]
 enabled = true
-cert_file = "/etc/tstoraged/client.pem"
-key_file = "/etc/tstoraged/client.key"
+cert_file = "{{tls_dir}}/client.pem"
+key_file = "{{tls_dir}}/client.key"
 key_password = "{SECRET}"
 
 [batch]
@@ -50,8 +50,15 @@ tstoraged = support.run_cli
 write = support.write_config
 
 
+def valid_config(directory: Path) -> Path:
+    """VALID, with the TLS files it names created in ``directory``."""
+    for name in ("client.pem", "client.key"):
+        (directory / name).write_text("not checked before connecting\n")
+    return write(directory, VALID.replace("{tls_dir}", str(directory)))
+
+
 def test_check_prints_the_effective_config_with_secrets_masked(tmp_path, cli_env):
-    path = write(tmp_path, VALID)
+    path = valid_config(tmp_path)
     result = tstoraged("check", "-c", str(path), env=cli_env)
     assert result.returncode == 0, result.stderr
     assert SECRET not in result.stdout + result.stderr
@@ -64,7 +71,7 @@ def test_check_prints_the_effective_config_with_secrets_masked(tmp_path, cli_env
 
 
 def test_check_prints_json_on_request(tmp_path, cli_env):
-    path = write(tmp_path, VALID)
+    path = valid_config(tmp_path)
     result = tstoraged("check", "-c", str(path), "--format", "json", env=cli_env)
     assert result.returncode == 0, result.stderr
     effective = json.loads(result.stdout)
@@ -73,7 +80,7 @@ def test_check_prints_json_on_request(tmp_path, cli_env):
 
 
 def test_check_reads_the_config_named_by_the_environment(tmp_path, cli_env):
-    path = write(tmp_path, VALID)
+    path = valid_config(tmp_path)
     cli_env["TSTORAGED_CONFIG"] = str(path)
     cli_env["TSTORAGED_TSTORAGE__PORT"] = "2999"
     result = tstoraged("check", "-q", env=cli_env)
@@ -86,6 +93,7 @@ def test_check_prints_one_line_per_problem_and_exits_2(tmp_path, cli_env):
     path = write(
         tmp_path,
         VALID.replace("port = 2026", "port = 2026\nprot = 1")
+        .replace("enabled = true", "enabled = false")
         .replace('topics = ["plant/+/power"]', 'topics = ["plant/+/power", 5]')
         .replace('format = "<d"', 'format = "<iz"'),
     )
@@ -110,7 +118,7 @@ def test_check_of_a_missing_file_exits_2(tmp_path, cli_env):
 
 def test_check_warns_about_unavailable_plugins_it_does_not_need(tmp_path, cli_env):
     cli_env["TSTORAGED_LOAD_PLUGINS"] = "topics,nosuch"
-    result = tstoraged("check", "-q", "-c", str(write(tmp_path, VALID)), env=cli_env)
+    result = tstoraged("check", "-q", "-c", str(valid_config(tmp_path)), env=cli_env)
     assert result.returncode == 0
     assert result.stderr == (
         "warning: plugin 'nosuch' is unavailable: not installed: no entry point 'nosuch' "

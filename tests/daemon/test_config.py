@@ -391,3 +391,13 @@ def test_sources_can_be_replaced_from_the_environment_as_json(tmp_path, plugins)
     env = {"TSTORAGED_SOURCES": json.dumps([source])}
     settings = load_config(write(tmp_path, SOURCE), env=env, plugins=plugins)
     assert [s.name for s in settings.sources] == ["from-env"]
+
+
+def test_tls_files_must_exist_when_tls_is_enabled(tmp_path, plugins):
+    (tmp_path / "ca.pem").write_text("ca")
+    text = f'[tstorage.tls]\nca_file = "{tmp_path}/ca.pem"\ncert_file = "{tmp_path}/nope.pem"\n'
+    assert load_config(write(tmp_path, text), env={}, plugins=plugins).tstorage.tls.enabled is False
+    path = write(tmp_path, "[tstorage.tls]\nenabled = true\n" + text.split("\n", 1)[1])
+    (line,) = error_lines(path, plugins)
+    assert line.startswith(f"{path}: tstorage.tls.cert_file = '/")
+    assert line.endswith("/nope.pem': no such file (needed because tls.enabled = true)")

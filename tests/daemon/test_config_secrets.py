@@ -34,7 +34,6 @@ def tls_config(tmp_path: Path, password_line: str) -> Path:
         tmp_path,
         f"""
         [tstorage.tls]
-        enabled = true
         cert_file = "/c.pem"
         key_file = "/k.pem"
         {password_line}

@@ -82,7 +82,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_OK
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

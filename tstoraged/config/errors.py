@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
@@ -24,7 +25,7 @@ __all__ = ["ConfigError", "ConfigProblem", "format_path", "problems_from_validat
 KeyPath = tuple[str | int, ...]
 """A key path inside the config: ("sources", 1, "topics", 0)."""
 
-VALUE_REPR_LIMIT = 40
+VALUE_REPR_LIMIT = 60
 MASK = "'**********'"
 
 
@@ -70,8 +71,12 @@ def format_path(path: Iterable[str | int]) -> str:
 
 
 def _truncated_repr(value: Any) -> str:
+    """repr, shortened in the middle: the start and the end (a file name) both stay visible."""
     text = repr(value)
-    return text if len(text) <= VALUE_REPR_LIMIT else text[: VALUE_REPR_LIMIT - 1] + "…"
+    if len(text) <= VALUE_REPR_LIMIT:
+        return text
+    head = VALUE_REPR_LIMIT // 2
+    return text[:head] + "…" + text[len(text) - (VALUE_REPR_LIMIT - head - 1) :]
 
 
 def _data_path(data: Any, loc: Sequence[str | int]) -> KeyPath:
@@ -96,8 +101,7 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> KeyPath:
 
 def _candidates(annotation: Any) -> list[Any]:
     """Flatten Optional/Union/Annotated into the plain types a value may have."""
-    origin = get_origin(annotation)
-    if origin is Union or (origin is not None and type(annotation).__name__ == "UnionType"):
+    if get_origin(annotation) in (Union, types.UnionType):
         return [c for arg in get_args(annotation) for c in _candidates(arg)]
     if hasattr(annotation, "__metadata__"):  # Annotated[T, ...]
         return _candidates(get_args(annotation)[0])

@@ -21,6 +21,7 @@ from pydantic import (
     PlainSerializer,
     SerializeAsAny,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -109,6 +110,15 @@ class TLSSettings(Section, SecretFileSiblings):
         default=None, description="Name to verify in the server certificate; default: host."
     )
     verify: bool = Field(default=True, description="Verify the server certificate.")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable_when_enabled(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        # Checked here so that `tstoraged check` catches a wrong path, not the first connect.
+        if path is not None and info.data.get("enabled") and not os.access(path, os.R_OK):
+            reason = "no such file" if not path.exists() else "not readable by this user"
+            raise ValueError(f"{reason} (needed because tls.enabled = true)")
+        return path
 
     @model_validator(mode="after")
     def _key_needs_cert(self) -> TLSSettings:
