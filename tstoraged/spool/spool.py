@@ -228,6 +228,10 @@ class Spool:
             seq = await self._store(meta_bytes, payload, frame_size)
         if self._fsync == "batch":
             await self._durability.sync_through(seq)
+        else:
+            # A small append never suspends otherwise; yield so that a producer appending
+            # in a tight loop cannot starve the rest of the event loop.
+            await asyncio.sleep(0)
         return seq
 
     async def durable(self, seq: int) -> None:
@@ -249,7 +253,7 @@ class Spool:
             problem = self._room_problem(frame_size)
             if problem is None:
                 segment = await self._segment_for(frame_size)
-                header, head = encode_header(self._next_seq, time.time_ns(), meta_bytes, payload)
+                header, head = await self._encode(meta_bytes, payload, frame_size)
                 try:
                     await self._write(segment, [head, meta_bytes, payload], frame_size)
                 except OSError as exc:
@@ -265,6 +269,15 @@ class Spool:
                 self._blocked = True
                 log.warning("spool.full_appends_waiting", reason=problem, bytes=self._disk_bytes)
             await self._freed.wait(self._recheck)
+
+    async def _encode(
+        self, meta_bytes: bytes, payload: bytes | bytearray | memoryview, frame_size: int
+    ) -> tuple[FrameHeader, bytes]:
+        """Header of the next frame; the payload CRC of a large batch is computed off-loop."""
+        args = (self._next_seq, time.time_ns(), meta_bytes, payload)
+        if frame_size > _INLINE_IO_MAX:
+            return await asyncio.to_thread(encode_header, *args)
+        return encode_header(*args)
 
     def _account_append(self, segment: Segment, header: FrameHeader, meta_bytes: bytes) -> None:
         segment.add(header, decode_meta(meta_bytes))
@@ -483,6 +496,7 @@ class Spool:
             meta, payload = await asyncio.to_thread(_read_body, fd, body_at, header)
         else:
             meta, payload = _read_body(fd, body_at, header)
+            await asyncio.sleep(0)  # a backlog of small frames must not monopolise the loop
         if meta is None or payload is None:
             await self._quarantine_live(
                 segment, f"frame seq {header.seq} at byte {offset}: corrupt"
