@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import psutil
+
 from tstorage_client.protocol.wire import HEADER, INT32, KEY, RequestType
 from tstorage_client.record import Key, Record
 from tstorage_server.testing import ServerProcess
@@ -50,17 +52,34 @@ def recv_exactly(sock: socket.socket, size: int) -> None:
         size -= got
 
 
-def timed(func: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    func()
-    return time.perf_counter() - start
+class Stopwatch:
+    """Wall time of a workload and the CPU time the server process spent on it.
+
+    On a shared machine the wall rate moves with the load of other processes; records per
+    server CPU second does not (much), and tells what the server costs.
+    """
+
+    def __init__(self, server_pid: int) -> None:
+        self.server = psutil.Process(server_pid)
+
+    def _cpu(self) -> float:
+        times = self.server.cpu_times()
+        return times.user + times.system
+
+    def row(self, workload: str, records: int, func: Callable[[], object]) -> str:
+        cpu = self._cpu()
+        start = time.perf_counter()
+        func()
+        wall = time.perf_counter() - start
+        # cpu_times() ticks in 10 ms steps: a GET from memory may register as zero.
+        cpu = max(self._cpu() - cpu, 0.01)
+        return (
+            f"| {workload} | {records:,} | {wall:.2f} | {records / wall:,.0f} "
+            f"| {cpu:.2f} | {records / cpu:,.0f} |"
+        )
 
 
-def row(workload: str, records: int, seconds: float) -> str:
-    return f"| {workload} | {records:,} | {seconds:.2f} | {records / seconds:,.0f} |"
-
-
-def run_raw(label: str, port: int, records: int, put_size: int) -> list[str]:
+def run_raw(label: str, watch: Stopwatch, port: int, records: int, put_size: int) -> list[str]:
     requests = [encode_put(i, min(put_size, records - i)) for i in range(0, records, put_size)]
     get_request = HEADER.pack(RequestType.GET, 64) + KEY.pack(*Key.min()) + KEY.pack(*Key.max())
     get_size = 12 + records * (4 + 32 + len(PAYLOAD)) + 4 + 12 + 8
@@ -94,7 +113,7 @@ def run_raw(label: str, port: int, records: int, put_size: int) -> list[str]:
     prober = threading.Thread(target=probe_event_loop)
     prober.start()
     try:
-        put_row = row(f"PUT ingest, {label}, raw socket", records, timed(put_all))
+        put_row = watch.row(f"PUT ingest, {label}, raw socket", records, put_all)
     finally:
         ingesting.clear()
         prober.join()
@@ -105,10 +124,10 @@ def run_raw(label: str, port: int, records: int, put_size: int) -> list[str]:
         f"({len(latencies)} probes)",
         file=sys.stderr,
     )
-    return [put_row, row(f"GET one range, {label}, raw socket", records, timed(get_all))]
+    return [put_row, watch.row(f"GET one range, {label}, raw socket", records, get_all)]
 
 
-def run_channel(label: str, port: int, records: int, put_size: int) -> list[str]:
+def run_channel(label: str, watch: Stopwatch, port: int, records: int, put_size: int) -> list[str]:
     from tstorage_client.channel import Channel
     from tstorage_client.payload_type import StructPayloadType
 
@@ -132,8 +151,8 @@ def run_channel(label: str, port: int, records: int, put_size: int) -> list[str]
             assert len(response.data) == records
 
         return [
-            row(f"PUT ingest, {label}, Channel.put", records, timed(put_all)),
-            row(f"GET one range, {label}, Channel.get", records, timed(get_all)),
+            watch.row(f"PUT ingest, {label}, Channel.put", records, put_all),
+            watch.row(f"GET one range, {label}, Channel.get", records, get_all),
         ]
 
 
@@ -146,16 +165,18 @@ def main() -> None:
         f"nproc={os.cpu_count()} python={sys.version.split()[0]} records={args.records:,} "
         f"put_size={args.put_size:,} payload={len(PAYLOAD)} B"
     )
-    print("| workload | records | seconds | records/s |")
-    print("|---|---:|---:|---:|")
+    print("| workload | records | wall s | records/s | server CPU s | records/server-CPU-s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for label in ("memory", "SQLite"):
         # One fresh server per backend; the raw client writes cid 1, the Channel cid 2.
         with (
             tempfile.TemporaryDirectory() as tmp,
             ServerProcess(None if label == "memory" else tmp) as server,
         ):
+            assert server.process is not None
+            watch = Stopwatch(server.process.pid)
             for run in (run_raw, run_channel):
-                for line in run(label, server.port, args.records, args.put_size):
+                for line in run(label, watch, server.port, args.records, args.put_size):
                     print(line, flush=True)
 
 
