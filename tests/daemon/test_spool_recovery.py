@@ -203,6 +203,17 @@ async def test_foreign_and_leftover_files_do_not_disturb_the_spool(four_segments
     await spool.close()
 
 
+async def test_misnamed_segment_is_renamed_after_its_first_seq(four_segments):
+    os.rename(
+        four_segments / "00000000000000000010.seg", four_segments / "00000000000000000050.seg"
+    )
+    seqs, spool = await delivered(four_segments)
+    assert seqs == list(range(1, 13))
+    assert (four_segments / "00000000000000000010.seg").exists()
+    assert await spool.append(b"next") == 13
+    await spool.close()
+
+
 async def test_damaged_cursor_replays_everything_rather_than_losing_anything(four_segments):
     spool = await Spool.open(four_segments, fsync="batch", segment_size=320)
     async for entry in spool.read(follow=False):

@@ -20,7 +20,7 @@ from tstoraged.spool.frame import FrameError
 from tstoraged.spool.quarantine import Quarantine
 from tstoraged.spool.reports import QuarantinedSegment
 from tstoraged.spool.scan import BadRegion, GoodFrame, walk
-from tstoraged.spool.segment import Segment, parse_segment_name
+from tstoraged.spool.segment import Segment, parse_segment_name, segment_name
 
 CURSOR_FILE = "cursor"
 _SALVAGE_SUFFIX = ".salvage"
@@ -122,6 +122,19 @@ def _recover_segment(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        # What a killed process wrote may still be only in the page cache: make it durable
+        # before it counts as such (cheap when it already is).
+        disk.fsync(fd)
+    finally:
+        os.close(fd)
+    proper = os.path.join(os.path.dirname(path), segment_name(segment.first_seq))
+    if proper != path and not os.path.exists(proper):
+        # The name must be the first seq, so that names sort like seqs and new segment
+        # names never collide with an old one.
+        os.replace(path, proper)
+        segment.path = proper
     return segment
 
 

@@ -338,7 +338,8 @@ class Spool:
             self._active = active = None
         if active is None:
             path = os.path.join(self.directory, segment_name(self._next_seq))
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            # O_EXCL: a name is a seq never used before, so an existing file would be a bug.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
             active = Segment(path, fd=fd)
             self._segments.append(active)
             self._active = active
@@ -461,7 +462,7 @@ class Spool:
                 assert fd is not None
                 entry, frame_size, next_seq = await self._read_frame(segment, fd, offset, next_seq)
                 offset += frame_size
-                if entry is None:
+                if entry is None or generation != self._reader_generation:
                     continue
                 self._delivered.append(
                     _Delivered(entry.seq, segment, entry.meta, int(entry.appended_at * 1e9))
