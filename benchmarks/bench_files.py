@@ -261,8 +261,12 @@ def main(argv: list[str] | None = None) -> None:
                 if not path.exists():  # moved to done/ by the previous stage
                     os.rename(drop / "done" / path.name, path)
                 result = asyncio.run(bench(fmt, path, args.records, work))
+                # Records per CPU-second of this process: what one core does, even when
+                # other processes share the machine (wall-clock rates then vary a lot).
+                per_cpu_second = result["rate"] / result["cpu"]
                 print(
                     f"{fmt:6} {stage:15} {result['rate']:>10,.0f} records/s  "
+                    f"{per_cpu_second:>10,.0f} records/cpu-s  "
                     f"{size / result['seconds'] / 2**20:6.1f} MiB/s  "
                     f"cpu {result['cpu']:.2f}  rss {result['rss_mb']:.0f} MB"
                 )
