@@ -89,11 +89,16 @@ class Slot:
         return "bool" if self.code == "?" else "bytes"
 
 
+def _byte_order(fmt: str) -> str:
+    """The format's byte-order character; ``@`` (native) when it has none."""
+    return fmt[0] if fmt and fmt[0] in _BYTE_ORDER else "@"
+
+
 def format_slots(fmt: str) -> list[Slot]:
     """The values a (valid) struct format packs, in order."""
-    order = fmt[0] if fmt[:1] in _BYTE_ORDER else "@"
+    order = _byte_order(fmt)
     slots: list[Slot] = []
-    for count_text, code in _ITEM.findall(fmt.lstrip(_BYTE_ORDER)):
+    for count_text, code in _ITEM.findall(fmt[1:] if fmt[:1] == order else fmt):
         count = int(count_text) if count_text else 1
         if code == "x":
             continue
@@ -166,7 +171,7 @@ def _bytes_converter(slot: Slot, field: str) -> Callable[[Any], bytes]:
 
 def _exact_encoder(config: StructCodecConfig) -> PayloadEncoder:
     packer = struct.Struct(config.format)
-    order = config.format[0] if config.format[:1] in _BYTE_ORDER else "@"
+    order = _byte_order(config.format)
     steps = [
         (field, _exact_converter(slot, field, order))
         for field, slot in zip(config.fields, format_slots(config.format), strict=True)

@@ -373,3 +373,8 @@ def test_json_refuses_a_value_that_contains_itself() -> None:
     loop.append(loop)
     with pytest.raises(MappingError, match=r"^field 'v': \[\[...\]\] is not a JSON value"):
         encoder(JSON_CODEC)({"v": loop})
+
+
+@pytest.mark.parametrize("fmt", ["", "<", "@3x"])
+def test_struct_format_without_values_packs_constant_bytes(fmt: str) -> None:
+    assert struct_encoder(fmt)({"anything": 1}) == struct.pack(fmt)

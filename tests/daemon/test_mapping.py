@@ -175,7 +175,7 @@ def test_constant_out_of_range_is_a_config_error_with_its_loc(
     assert "TStorage drops keys at the maximum" in caught.value.reason
 
 
-@pytest.mark.parametrize("template", ["meter-{id}", "{a}{b}", "{}", "meter", "{{x}}"])
+@pytest.mark.parametrize("template", ["meter-{id}", "{a}{b}", "{}", "{ }", "meter", "{{x}}"])
 def test_bad_template_is_refused_by_the_config_model_at_its_key(template: str) -> None:
     with pytest.raises(ValidationError) as caught:
         source(key={"cid": 1, "mid": template, "moid": 0})
@@ -183,6 +183,26 @@ def test_bad_template_is_refused_by_the_config_model_at_its_key(template: str) -
     assert error["loc"] == ("key", "mid")
     assert "expected an integer, a field reference '{field}'" in error["msg"]
     assert repr(template) in error["msg"]
+
+
+def test_blanks_around_a_template_field_name_are_formatting() -> None:
+    mapping = compiled(key={"cid": 1, "mid": "{ meter }", "moid": "{Meter ID}"})
+    assert mapping(row(**{"Meter ID": 4})).key[:3] == (1, 12, 4)
+
+
+def test_numpy_style_integers_are_accepted_for_key_parts_and_caps() -> None:
+    class Int64:
+        """An exact integer type that is not int (as numpy.int64 is)."""
+
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+        def __index__(self) -> int:
+            return self.value
+
+    mapping = compiled(cap={"field": "ts", "unit": "s"})
+    key = mapping(row(meter=Int64(5), ts=Int64(UNIX_2023))).key
+    assert (key.mid, key.cap) == (5, UNIX_2023 * SECOND_NS - OFFSET_NS)
 
 
 def test_boolean_key_part_is_refused_by_the_config_model() -> None:

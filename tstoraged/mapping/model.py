@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["CapMapping", "FieldRef", "KeyMapping", "KeyPart", "PayloadMapping", "template_field"]
 
-_TEMPLATE = re.compile(r"^\{([^{}]+)\}$")
+_TEMPLATE = re.compile(r"^\{\s*([^{}\s](?:[^{}]*[^{}\s])?)\s*\}$")
 _INTEGER_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
 
 KEY_PART_EXPECTED = (
@@ -30,7 +30,10 @@ KEY_PART_EXPECTED = (
 
 
 def template_field(template: str) -> str | None:
-    """The field name of a ``"{field}"`` key-part template, or None when it is not one."""
+    """The field name of a ``"{field}"`` key-part template, or None when it is not one.
+
+    Blanks around the name are formatting (``"{ meter }"`` is field ``meter``).
+    """
     match = _TEMPLATE.match(template)
     return match.group(1) if match else None
 

@@ -9,6 +9,7 @@ ISO 8601 text keeps up to nine fractional digits; text without a UTC offset is U
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -55,7 +56,10 @@ def number_to_ns(value: Any, factor: int, field: str) -> int:
     elif isinstance(value, int | Decimal):
         number = Decimal(value)
     else:
-        raise field_error(field, value, f"is not a number ({type(value).__name__})")
+        try:
+            number = Decimal(operator.index(value))  # numpy integers and the like
+        except TypeError:
+            raise field_error(field, value, f"is not a number ({type(value).__name__})") from None
     if not number.is_finite():
         raise field_error(field, value, "is not a finite number")
     return round(number * factor)
