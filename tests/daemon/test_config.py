@@ -173,6 +173,10 @@ ONE_MISTAKE = {
         SOURCE.replace('codec = "fixed"', 'codec = "jsn"'),
         "sources[0].payload.codec = 'jsn': unknown payload codec (known: fixed)",
     ),
+    "a typo inside a table that could also be an int or a string": (
+        SOURCE.replace("moid = 1 }", 'moid = { field = "ch", defualt = 1 } }'),
+        "sources[0].key.moid.defualt = 1: unknown key 'defualt' (did you mean 'default'?)",
+    ),
     "duplicate source names": (
         SOURCE + SOURCE,
         "sources[1].name = 'line-3': duplicate source name (also sources[0].name)",

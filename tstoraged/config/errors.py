@@ -79,10 +79,13 @@ def _truncated_repr(value: Any) -> str:
     return text[:head] + "…" + text[len(text) - (VALUE_REPR_LIMIT - head - 1) :]
 
 
-def _data_path(data: Any, loc: Sequence[str | int]) -> KeyPath:
+_KEY_ERRORS = frozenset({"missing", "extra_forbidden"})
+
+
+def _data_path(data: Any, loc: Sequence[str | int], kind: str) -> KeyPath:
     """Keep only the loc parts that are keys or indexes in ``data``.
 
-    A trailing part that is not in the data is kept: it names a missing key.
+    A trailing part that is not in the data is kept for a missing-key error: it names the key.
     """
     path: list[str | int] = []
     current = data
@@ -91,8 +94,8 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> KeyPath:
             current = current[part]
         elif isinstance(current, list | tuple) and isinstance(part, int):
             current = current[part] if 0 <= part < len(current) else None
-        elif position == len(loc) - 1 and isinstance(part, str) and isinstance(current, Mapping):
-            pass  # a missing or unknown key of a table
+        elif position == len(loc) - 1 and kind in _KEY_ERRORS and isinstance(current, Mapping):
+            pass  # a missing key of a table
         else:
             continue  # a union member label added by pydantic
         path.append(part)
@@ -181,6 +184,19 @@ def _join(messages: list[str]) -> str:
     return "; ".join(messages)
 
 
+def _beside_the_point(
+    detail: ErrorDetails, local: KeyPath, details: list[tuple[ErrorDetails, KeyPath]]
+) -> bool:
+    """A union member's "not an int" for a table, when the table member has deeper errors.
+
+    ``moid = { field = "ch", defualt = 1 }`` is meant as a table: report the table's unknown
+    key, not also that a table is not an integer or a string.
+    """
+    if not (isinstance(detail.get("input"), Mapping) and detail["type"].endswith("_type")):
+        return False
+    return any(len(other) > len(local) and other[: len(local)] == local for _, other in details)
+
+
 def problems_from_validation_error(
     error: ValidationError,
     *,
@@ -195,10 +211,18 @@ def problems_from_validation_error(
     the whole config, and ``origin_of(path)`` names where a path's value came from. Errors of
     the members of one union at the same key are merged into one line.
     """
+    details = [
+        (detail, _data_path(data, detail["loc"], detail["type"]))
+        for detail in error.errors(include_url=False)
+    ]
+    details = [
+        (detail, local)
+        for detail, local in details
+        if not _beside_the_point(detail, local, details)
+    ]
     merged: dict[KeyPath, list[str]] = {}
     values: dict[KeyPath, tuple[Any, bool]] = {}
-    for detail in error.errors(include_url=False):
-        local = _data_path(data, detail["loc"])
+    for detail, local in details:
         message = _message(model, detail, local)
         full = prefix + local
         if message not in merged.setdefault(full, []):
