@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import struct
 
@@ -164,3 +165,19 @@ async def test_a_database_of_another_schema_version_is_refused(tmp_path) -> None
     (tmp_path / sqlite_storage.DB_FILENAME).unlink()
     storage = await SqliteStorage.open(str(tmp_path))
     await storage.close()
+
+
+async def test_memory_commit_yields_between_batches_and_holds_acq0_below_itself() -> None:
+    storage = MemoryStorage()
+    put = storage.begin_put(False)
+    for batch in range(3):
+        await put.add(1, [put_row(batch * 10 + i) for i in range(10)])
+    committing = asyncio.create_task(put.commit())
+    await asyncio.sleep(0)  # the commit stores its first batch, then yields
+    assert not committing.done()
+    held = storage.clock.stable()
+    assert len(await read(storage)) == 10  # partly stored...
+    acq_min, acq_max = await committing
+    assert held == acq_min  # ...but acq0 stayed at the PUT's first acq meanwhile
+    assert storage.clock.stable() > acq_max
+    assert len(await read(storage)) == 30

@@ -9,6 +9,7 @@ write wins). A GET bisects the caps and joins frame slices: nothing is built per
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import AsyncGenerator
 from itertools import count
@@ -81,44 +82,36 @@ class MemoryStorage(Storage):
             series = self._series[(cid, mid, moid)] = _Series()
         return series
 
-    def apply_put(self, batches: list[tuple[int, list[PutRow]]]) -> tuple[int, int]:
-        """Store PUT rows with fresh acqs, at once (nothing can see a half-applied PUT)."""
-        total = sum(len(rows) for _, rows in batches)
-        if total == 0:
-            return NO_ACQ_RANGE
-        first = self.clock.assign(total)
-        self._acq_lo = min(self._acq_lo, first)
-        self._acq_hi = first + total - 1
-        acqs = count(first)
+    def store_put(self, cid: int, rows: list[PutRow], first_acq: int) -> None:
+        """Store PUT rows of one cid with the acqs ``first_acq, first_acq + 1, ...``."""
+        self._acq_lo = min(self._acq_lo, first_acq)
+        self._acq_hi = max(self._acq_hi, first_acq + len(rows) - 1)
         get = self._series.get
         head = _frame_head
-        for cid, rows in batches:
-            for (n, mid, moid, cap, payload), acq in zip(rows, acqs, strict=False):
-                series = get((cid, mid, moid)) or self._series_of(cid, mid, moid)
-                caps = series.caps
-                if caps and (cap < caps[-1] or (cap == caps[-1] and acq <= series.acqs[-1])):
-                    series.dirty = True
-                caps.append(cap)
-                series.acqs.append(acq)
-                series.frames.append(head(n + PUT_TO_GET_N, cid, mid, moid, cap, acq) + payload)
-        return first, first + total - 1
+        for (n, mid, moid, cap, payload), acq in zip(rows, count(first_acq), strict=False):
+            series = get((cid, mid, moid)) or self._series_of(cid, mid, moid)
+            caps = series.caps
+            if caps and (cap < caps[-1] or (cap == caps[-1] and acq <= series.acqs[-1])):
+                series.dirty = True
+            caps.append(cap)
+            series.acqs.append(acq)
+            series.frames.append(head(n + PUT_TO_GET_N, cid, mid, moid, cap, acq) + payload)
 
-    def apply_puta(self, batches: list[tuple[int, list[PutaRow]]]) -> None:
+    def store_puta(self, cid: int, rows: list[PutaRow]) -> None:
         """Store PUTA rows with the client's acqs (upsert: a repeated key replaces the record)."""
+        row_acqs = [row[4] for row in rows]
+        self._acq_lo = min(self._acq_lo, min(row_acqs))
+        self._acq_hi = max(self._acq_hi, max(row_acqs))
         get = self._series.get
         head = _frame_head
-        for cid, rows in batches:
-            row_acqs = [row[4] for row in rows]
-            self._acq_lo = min(self._acq_lo, min(row_acqs))
-            self._acq_hi = max(self._acq_hi, max(row_acqs))
-            for n, mid, moid, cap, acq, payload in rows:
-                series = get((cid, mid, moid)) or self._series_of(cid, mid, moid)
-                caps = series.caps
-                if caps and (cap < caps[-1] or (cap == caps[-1] and acq <= series.acqs[-1])):
-                    series.dirty = True
-                caps.append(cap)
-                series.acqs.append(acq)
-                series.frames.append(head(n + PUTA_TO_GET_N, cid, mid, moid, cap, acq) + payload)
+        for n, mid, moid, cap, acq, payload in rows:
+            series = get((cid, mid, moid)) or self._series_of(cid, mid, moid)
+            caps = series.caps
+            if caps and (cap < caps[-1] or (cap == caps[-1] and acq <= series.acqs[-1])):
+                series.dirty = True
+            caps.append(cap)
+            series.acqs.append(acq)
+            series.frames.append(head(n + PUTA_TO_GET_N, cid, mid, moid, cap, acq) + payload)
 
     async def read(self, key_min: Key, key_max: Key) -> AsyncGenerator[bytes, None]:
         cid_lo, mid_lo, moid_lo, cap_lo, acq_lo = key_min
@@ -160,7 +153,13 @@ class MemoryStorage(Storage):
 
 
 class _MemoryPut(PutTransaction):
-    """Stages the request's rows and applies them in one synchronous step on commit."""
+    """Stages the request's rows; on commit stores them batch by batch.
+
+    Nothing is stored before the whole request has arrived (a failed PUT leaves no trace).
+    The commit yields to the event loop between batches (at most ``MAX_ROWS_PER_EVENT`` rows
+    each), so a huge PUT does not stall other connections; meanwhile its first acq is held,
+    so acq0 stays below the PUT until every record of it is visible.
+    """
 
     def __init__(self, storage: MemoryStorage, with_acq: bool) -> None:
         self._storage = storage
@@ -173,10 +172,26 @@ class _MemoryPut(PutTransaction):
 
     async def commit(self) -> tuple[int, int]:
         batches, self._batches = self._batches, []
+        storage = self._storage
         if self._with_acq:
-            self._storage.apply_puta(batches)
+            for cid, rows in batches:
+                storage.store_puta(cid, rows)
+                await asyncio.sleep(0)
             return NO_ACQ_RANGE
-        return self._storage.apply_put(batches)
+        total = sum(len(rows) for _, rows in batches)
+        if total == 0:
+            return NO_ACQ_RANGE
+        clock = storage.clock
+        first = acq = clock.assign(total)
+        clock.hold(first)
+        try:
+            for cid, rows in batches:
+                storage.store_put(cid, rows, acq)
+                acq += len(rows)
+                await asyncio.sleep(0)
+        finally:
+            clock.release(first)
+        return first, first + total - 1
 
     async def rollback(self) -> None:
         self._batches = []
