@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import test_plugins_support as support
@@ -76,3 +77,33 @@ def test_plugins_with_autoloading_disabled(cli_env):
     result = tstoraged("plugins", "--json", env=cli_env)
     assert result.returncode == 0
     assert json.loads(result.stdout) == {"plugins": [], "problems": []}
+
+
+CLASHING_MODULE = f"""
+from tstoraged import SourceType, hookimpl
+from {support.MODULE} import TopicsConfig, TopicsSource
+
+
+@hookimpl
+def tstoraged_source_types():
+    return [SourceType("topics", TopicsSource, TopicsConfig, "a fork")]
+"""
+
+
+def test_plugins_reports_a_name_clash_and_exits_1(cli_env, tmp_path):
+    fork_site = tmp_path / "fork"
+    support.make_distribution(
+        fork_site, "topics-fork", {"fork": "topics_fork"}, modules={"topics_fork": CLASHING_MODULE}
+    )
+    cli_env["PYTHONPATH"] += os.pathsep + str(fork_site)
+    cli_env["TSTORAGED_LOAD_PLUGINS"] = "topics,fork"
+    result = tstoraged("plugins", "--json", env=cli_env)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["problems"] == [
+        "source type 'topics' is contributed by both plugin 'topics' and plugin 'fork'"
+    ]
+    check = tstoraged("check", "-q", "-c", os.devnull, env=cli_env)
+    assert check.returncode == 2
+    assert check.stderr == (
+        "plugins: source type 'topics' is contributed by both plugin 'topics' and plugin 'fork'\n"
+    )
