@@ -131,26 +131,25 @@ def test_unreadable_secret_file_names_the_file(tmp_path, plugins):
     )
 
 
+def topics_source(name: str, *extra_lines: str) -> str:
+    """A ``[[sources]]`` table of the test plugin's ``topics`` type with extra lines."""
+    lines = [
+        "[[sources]]",
+        'type = "topics"',
+        f'name = "{name}"',
+        'topics = ["t"]',
+        *extra_lines,
+        "key = { cid = 1, mid = 2, moid = 3 }",
+        'payload = { codec = "fixed", format = "<d", fields = ["v"] }',
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def test_plugin_source_secrets_use_the_same_type_and_are_masked_in_errors(tmp_path, plugins):
     path = write(
         tmp_path,
-        f"""
-        [[sources]]
-        type = "topics"
-        name = "a"
-        topics = ["t"]
-        password = {{ credential = "../{SECRET}" }}
-        key = {{ cid = 1, mid = 2, moid = 3 }}
-        payload = {{ codec = "fixed", format = "<d", fields = ["v"] }}
-        [[sources]]
-        type = "topics"
-        name = "b"
-        topics = ["t"]
-        password = 12345
-        qos = "{SECRET}"
-        key = {{ cid = 1, mid = 2, moid = 3 }}
-        payload = {{ codec = "fixed", format = "<d", fields = ["v"] }}
-        """,
+        topics_source("a", f'password = {{ credential = "../{SECRET}" }}')
+        + topics_source("b", "password = 12345", f'qos = "{SECRET}"'),
     )
     with pytest.raises(ConfigError) as info:
         load_config(path, env={}, plugins=plugins)
@@ -165,18 +164,7 @@ def test_plugin_source_secrets_use_the_same_type_and_are_masked_in_errors(tmp_pa
 def test_plugin_source_secret_from_a_file(tmp_path, plugins):
     secret_file = tmp_path / "mqtt.pass"
     secret_file.write_text(SECRET)
-    path = write(
-        tmp_path,
-        f"""
-        [[sources]]
-        type = "topics"
-        name = "a"
-        topics = ["t"]
-        password = {{ file = "{secret_file}" }}
-        key = {{ cid = 1, mid = 2, moid = 3 }}
-        payload = {{ codec = "fixed", format = "<d", fields = ["v"] }}
-        """,
-    )
+    path = write(tmp_path, topics_source("a", f'password = {{ file = "{secret_file}" }}'))
     settings = load_config(path, env={}, plugins=plugins)
     assert settings.sources[0].password.get_secret_value() == SECRET
     assert SECRET not in render_config(settings)
