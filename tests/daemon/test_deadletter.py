@@ -70,3 +70,14 @@ def test_a_torn_last_line_is_skipped_by_the_reader(tmp_path):
 
 def test_reading_a_missing_file_yields_nothing(tmp_path):
     assert list(iter_dead_letters(tmp_path / "absent.jsonl")) == []
+
+
+def test_sync_makes_entries_durable_and_is_idempotent(tmp_path):
+    path = tmp_path / DEAD_LETTER_FILE
+    dead = DeadLetterFile(path)
+    dead.sync()  # nothing written yet: nothing to do
+    dead.write_raw("s", "x", "r", origin=None)
+    dead.sync()
+    dead.sync()
+    # Flushed at write time: a reader sees the entry while the file is still open.
+    assert [entry.raw for entry in iter_dead_letters(path)] == ["x"]

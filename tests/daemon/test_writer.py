@@ -256,3 +256,13 @@ async def test_an_unexpected_client_error_is_isolated_like_a_refusal(tmp_path):
     dead = h.dead_letters()
     assert [d.record() for d in dead] == [odd]
     assert dead[0].reason == "write failed: ValueError: cannot encode"
+
+
+async def test_rejects_written_before_a_batch_are_synced_before_its_acks_fire(tmp_path):
+    h = Harness(tmp_path, ScriptedSink())
+    dead = h.writer._dead_letters
+    dead.write_raw("src", "bad line", "unparseable", origin="f:1")
+    synced_before_ack = []
+    batch = make_batch([], acks=[lambda: synced_before_ack.append(not dead._dirty)])
+    await h.writer.deliver(batch)
+    assert synced_before_ack == [True]

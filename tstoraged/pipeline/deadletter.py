@@ -9,10 +9,13 @@ input::
     {"time": "...", "source": "mqtt", "origin": "plant/7/temp", "reason": "...", "raw": "text"}
     {"time": "...", "source": "mqtt", "origin": "...", "reason": "...", "raw_base64": "AAEC"}
 
-Every write is flushed; each call is fsynced once (a call is a batch of entries), because
-dead-lettering is what lets a source's ack fire. When the file would grow past ``max_bytes``
-it is rotated to ``dead-letter.jsonl.1`` (replacing the previous one), so the disk use stays
-below about twice the bound.
+Every write is flushed to the OS at once; :meth:`DeadLetterFile.sync` makes it durable
+(fsync, only when something new was written). Whoever fires acks calls ``sync`` first: the
+writer does before every batch's acks (so a record it dead-lettered, and a reject a source
+wrote before an emit, are on disk before that emit's ack), and so must a spool that fires
+acks itself. That is one fsync per batch, however many entries, instead of one per bad line.
+When the file would grow past ``max_bytes`` it is rotated to ``dead-letter.jsonl.1``
+(replacing the previous one), so the disk use stays below about twice the bound.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class DeadLetterFile:
         self.max_bytes = max_bytes
         self._now = now
         self._file: IO[bytes] | None = None
+        self._dirty = False
 
     @classmethod
     def in_state_dir(
@@ -123,7 +127,13 @@ class DeadLetterFile:
             file = self._rotate()
         file.write(data)
         file.flush()
-        os.fsync(file.fileno())
+        self._dirty = True
+
+    def sync(self) -> None:
+        """Make every entry written so far durable (fsync); cheap when there is nothing new."""
+        if self._dirty and self._file is not None:
+            os.fsync(self._file.fileno())
+        self._dirty = False
 
     def _open(self) -> IO[bytes]:
         if self._file is None:
@@ -132,12 +142,13 @@ class DeadLetterFile:
         return self._file
 
     def _rotate(self) -> IO[bytes]:
-        self.close()
+        self.close()  # syncs what the old file holds
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         return self._open()
 
     def close(self) -> None:
-        """Close the file (it is reopened by the next write)."""
+        """Sync and close the file (it is reopened by the next write)."""
+        self.sync()
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -224,6 +224,8 @@ class Writer:
             else:
                 # Once more on a fresh connection: an ERROR can come from a connection breaking.
                 parts.appendleft(_Part(part.lo, part.hi, refused_before=True))
+        # Rejects the sources wrote before these acks' emits must be durable first.
+        self._dead_letters.sync()
         batch.fire_acks()
 
     def _dead_letter(self, batch: Batch, indices: Sequence[int], reason: str) -> None:
