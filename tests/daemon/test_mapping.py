@@ -109,6 +109,13 @@ def test_field_template_text_is_remembered_without_changing_results() -> None:
         (True, "field 'meter': True is a boolean, not an integer"),
         ([1], "field 'meter': [1] is not an integer"),
         ("", "field 'meter' is empty"),
+        ("1e999999", "field 'meter': '1e999999' is too large"),
+        (
+            "1e40",
+            "field 'meter': '1e40' is out of range: "
+            "mid must be -9223372036854775808..9223372036854775806 "
+            "(TStorage drops keys at the maximum)",
+        ),
         (None, "field 'meter' is empty"),
     ],
 )
@@ -340,6 +347,9 @@ def test_cap_fractional_seconds_are_exact(value: Any, unix_ns: int) -> None:
         (True, "field 'ts': True is a boolean, not a time"),
         (None, "field 'ts': None is not a number (NoneType)"),
         (2**62, "field 'ts': 4611686018427387904 is out of the range of TStorage times"),
+        (10**5000, "field 'ts': <16610-bit integer> is out of the range of TStorage times"),
+        ("1e999999", "field 'ts': '1e999999' is out of the range of TStorage times"),
+        ("1e99999999999", "field 'ts': '1e99999999999' is out of the range of TStorage times"),
     ],
 )
 def test_bad_cap_values_are_errors_naming_the_field(value: Any, reason: str) -> None:

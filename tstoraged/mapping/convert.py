@@ -17,6 +17,9 @@ from tstoraged.mapping.errors import MappingError, describe, field_error
 
 __all__ = ["BOOL_SPELLINGS", "to_bool", "to_float", "to_int"]
 
+_LARGEST_EXPONENT = 40
+"""Integer text beyond 10**40 is refused as too large: no key part or struct code holds it."""
+
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
@@ -71,6 +74,9 @@ def _int_from_text(value: str | bytes | bytearray, field: str) -> int:
         raise field_error(field, value, "is not an integer") from None
     if not number.is_finite() or number != number.to_integral_value():
         raise field_error(field, value, "is not an integer")
+    if number.adjusted() > _LARGEST_EXPONENT:
+        # Refused before int(): "1e999999" would build a million-digit integer.
+        raise field_error(field, value, "is too large")
     return int(number)
 
 

@@ -14,6 +14,9 @@ _SHOWN_CHARS = 40
 
 def describe(value: object) -> str:
     """A short ``repr`` of a bad value for an error message (long values are cut)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        # repr() of a huge int is slow, and refused beyond 4300 digits.
+        return f"<{value.bit_length()}-bit integer>"
     text = repr(value)
     if len(text) > _SHOWN_CHARS:
         text = text[: _SHOWN_CHARS - 3] + "..."

@@ -39,6 +39,8 @@ CAP_HIGHEST: Final = CAP_MAX - 1
 # A decimal fraction of any length after the seconds (hh:mm:ss or basic Thhmmss).
 _SECONDS_FRACTION = re.compile(r"(?:(?<=\d\d:\d\d:\d\d)|(?<=[Tt ]\d{6}))[.,](?P<digits>\d+)")
 _NS_DIGITS = 9
+_LARGEST_EXPONENT = 24
+"""Any time of 10**25 units or more is out of range, whatever the unit (ns: 9.2e18 max)."""
 
 
 def number_to_ns(value: Any, factor: int, field: str) -> int:
@@ -62,6 +64,9 @@ def number_to_ns(value: Any, factor: int, field: str) -> int:
             raise field_error(field, value, f"is not a number ({type(value).__name__})") from None
     if not number.is_finite():
         raise field_error(field, value, "is not a finite number")
+    if number.adjusted() > _LARGEST_EXPONENT:
+        # Refused before scaling: decimal arithmetic on "1e999999" would overflow or crawl.
+        raise field_error(field, value, "is out of the range of TStorage times")
     return round(number * factor)
 
 
