@@ -23,10 +23,11 @@ VALID_REQUESTS = [
 ERROR = struct.pack("<iQ", -1, 0)
 
 
-@pytest.fixture(scope="module")
-def fuzz_server():
-    """One in-memory server that every fuzz example hits (it must survive them all)."""
-    with serve(idle_timeout=5) as running:
+@pytest.fixture(scope="module", params=["memory", "sqlite"])
+def fuzz_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """One server per backend that every fuzz example hits (it must survive them all)."""
+    data_dir = None if request.param == "memory" else tmp_path_factory.mktemp("fuzz")
+    with serve(data_dir=data_dir, idle_timeout=5) as running:
         yield running
 
 
@@ -167,9 +168,9 @@ async def test_stalled_request_is_failed_after_the_idle_timeout() -> None:
 
 
 async def test_active_connection_is_not_cut_by_the_idle_timeout() -> None:
-    async with serve_async(idle_timeout=0.5) as server:
+    async with serve_async(idle_timeout=1.0) as server:
         reader, writer = await asyncio.open_connection(server.host, server.port)
-        deadline = time.monotonic() + 1.5  # three idle periods of steady traffic
+        deadline = time.monotonic() + 2.5  # several idle periods of steady traffic
         while time.monotonic() < deadline:
             writer.write(encode_get_acq())
             assert struct.unpack("<iQ", await reader.readexactly(12)) == (0, 8)
