@@ -115,22 +115,27 @@ def executable(tmp_path: Path) -> str:
     return str(stand_in)
 
 
-def verify(unit_file: Path, tmp_path: Path, name: str) -> None:
-    """Run ``systemd-analyze verify`` on a copy whose ExecStart exists on this machine.
-
-    systemd-analyze exits 0 even for unknown keys or unparsable values (it only warns), so
-    any output at all is a failure.
-    """
+def analyze(unit_file: Path, tmp_path: Path, name: str, *args: str) -> tuple[int, str]:
+    """Run ``systemd-analyze <args> <name>`` on a copy whose ExecStart exists on this machine."""
     copy = tmp_path / unit_file.name
     copy.write_text(unit_file.read_text().replace(INSTALLED_SCRIPT, executable(tmp_path)))
     result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(tmp_path / name)],
+        ["systemd-analyze", *args, str(tmp_path / name)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    return result.returncode, result.stdout + result.stderr
+
+
+def verify(unit_file: Path, tmp_path: Path, name: str) -> None:
+    """``systemd-analyze verify`` must say nothing at all.
+
+    It exits 0 even for unknown keys or unparsable values (it only warns), so any output is
+    a failure.
+    """
+    assert analyze(unit_file, tmp_path, name, "verify", "--man=no") == (0, "")
 
 
 @needs_systemd_analyze
@@ -150,6 +155,18 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
     broken.write_text(SERVICE.read_text().replace("PrivateTmp=yes", "PrivateTmpp=yes"))
     with pytest.raises(AssertionError, match="Unknown key 'PrivateTmpp'"):
         verify(broken, tmp_path, "tstoraged.service")
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize(
+    ("unit", "name"),
+    [(SERVICE, "tstoraged.service"), (TEMPLATE, "tstoraged@site-a.service")],
+    ids=["service", "template"],
+)
+def test_hardening_keeps_the_exposure_level_low(unit: Path, name: str, tmp_path: Path) -> None:
+    # systemd's own score, 0 (locked down) to 10 (unprotected); the units score 1.2.
+    code, output = analyze(unit, tmp_path, name, "security", "--offline=yes", "--threshold=20")
+    assert code == 0, output.splitlines()[-1]
 
 
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers absent")
