@@ -12,7 +12,7 @@ limits autoloading to a comma-separated list of entry-point names (empty: load n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tstoraged._markers import hookspec
 
@@ -34,7 +34,7 @@ def tstoraged_source_types() -> list[SourceType]:
 
 
 @hookspec
-def tstoraged_payload_codecs() -> list[CodecType]:
+def tstoraged_payload_codecs() -> list[CodecType[Any]]:
     """Contribute payload codecs.
 
     Called once when the plugin manager is built. Return a list of

@@ -121,7 +121,7 @@ async def _run_daemon(
 def _read_back(port: int, config: dict[str, Any]) -> None:
     from tstorage_client.channel import Channel
     from tstorage_client.payload_type import BytesPayloadType, TuplePayloadType
-    from tstorage_client.record import Key
+    from tstorage_client.record import Key, Record
     from tstorage_client.timestamp import Tstoragedatetime
 
     with Channel("127.0.0.1", port, BytesPayloadType()) as channel:
@@ -130,7 +130,7 @@ def _read_back(port: int, config: dict[str, Any]) -> None:
             fmt = source["payload"]["format"]
             box_min = Key(cid, Key.min().mid, Key.min().moid, Key.min().cap, Key.min().acq)
             box_max = Key(cid + 1, Key.max().mid, Key.max().moid, Key.max().cap, Key.max().acq)
-            count, first = 0, []
+            count, first = 0, list[Record[bytes]]()
             for record in channel.get_iter(box_min, box_max):
                 count += 1
                 if len(first) < 3:

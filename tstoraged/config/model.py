@@ -136,7 +136,9 @@ class TStorageSettings(Section):
     connect_timeout: Duration = Field(default=10.0, gt=0, description="Timeout of connecting.")
     tls: TLSSettings = Field(default_factory=TLSSettings)
     write_mode: Literal["put", "puta"] = Field(
-        default="put", description="put: records with caps; puta: TStorage assigns the cap."
+        default="put",
+        description="put: TStorage assigns acq; puta: the daemon assigns acq when a batch is "
+        "sealed, so a replayed batch overwrites instead of duplicating.",
     )
 
 
