@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
+import shutil
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -161,3 +163,46 @@ async def test_a_daemon_restart_in_the_middle_of_a_tailed_file_stores_every_line
             await eventually(holds(server, 12_000), "everything")
         records = await stored(server)
     assert decode(records) == expected(0, 12_000)
+
+
+async def test_rotations_under_continuous_writing_store_every_line_exactly_once(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.csv"
+    async with serve_async() as server:
+        config = daemon_config(
+            tmp_path, server, f'mode = "tail"\npaths = ["{logs}/app.csv*"]\nrotate_wait = "1s"'
+        )
+        header = "ts,meter,channel,count,temp\n"
+        total = 0
+        async with running_daemon(config):
+            writer = log.open("a")
+            writer.write(header)
+            for rotation in range(6):
+                first_of_file = total
+                for step in range(30):
+                    writer.write(csv_rows(total, total + 10))
+                    writer.flush()
+                    total += 10
+                    await asyncio.sleep(0.001)
+                    if step == 15:  # rotations are far apart compared with polls
+                        await eventually(holds(server, first_of_file + 1), "file seen")
+                if rotation % 2:  # logrotate copytruncate
+                    shutil.copyfile(log, logs / f"app.csv.{rotation}")
+                    os.truncate(log, 0)
+                    writer.write(header)
+                else:  # rename and create
+                    os.rename(log, logs / f"app.csv.{rotation}")
+                    writer.write(csv_rows(total, total + 1))  # still appended to the old file
+                    total += 1
+                    writer.close()
+                    writer = log.open("a")
+                    writer.write(header)
+            writer.write(csv_rows(total, total + 10))
+            total += 10
+            writer.close()
+            await eventually(holds(server, total), "every line")
+        records = await stored(server)
+    assert decode(records) == expected(0, total)
