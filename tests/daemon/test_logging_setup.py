@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import structlog
@@ -210,3 +212,24 @@ def test_console_tracebacks_do_not_show_local_variables() -> None:
     text = console.getvalue()
     assert "RuntimeError" in text
     assert "hunter2" not in text
+
+
+def test_lines_to_the_journal_stream_carry_their_syslog_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with (tmp_path / "journal").open("w") as journal, (tmp_path / "pipe").open("w") as pipe:
+        status = os.fstat(journal.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{status.st_dev}:{status.st_ino}")
+        configure_logging("debug", stream=journal)
+        log = structlog.get_logger("t")
+        log.debug("d")
+        log.info("i")
+        log.warning("w")
+        log.error("e")
+        logging.getLogger("lib").critical("c")
+        configure_logging("info", stream=pipe)  # not the journal: plain JSON lines
+        log.info("plain")
+    lines = (tmp_path / "journal").read_text().splitlines()
+    assert [line[:4] for line in lines] == ["<7>{", "<6>{", "<4>{", "<3>{", "<2>{"]
+    assert json.loads(lines[2][3:])["event"] == "w"
+    assert json.loads((tmp_path / "pipe").read_text())["event"] == "plain"

@@ -12,9 +12,10 @@ in the same ``ProcessorFormatter``, so a pymodbus warning looks like our own lin
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -130,6 +131,37 @@ def _is_tty(stream: TextIO) -> bool:
         return False
 
 
+def _is_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """True when ``stream`` is the journald stream systemd connected (``$JOURNAL_STREAM``)."""
+    device, sep, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not sep:
+        return False
+    try:
+        status = os.fstat(stream.fileno())
+        return (status.st_dev, status.st_ino) == (int(device), int(inode))
+    except (AttributeError, OSError, ValueError):  # no real file descriptor behind the stream
+        return False
+
+
+class _JournalPriority(logging.Formatter):
+    """Prefixes each line with its syslog priority (``<3>``), which journald strips and keeps.
+
+    Then ``journalctl -p warning -u tstoraged`` filters by level, and errors are highlighted.
+    """
+
+    _PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4))
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for level, p in self._PRIORITIES if record.levelno >= level), None)
+        if priority is None:
+            priority = 6 if record.levelno >= logging.INFO else 7
+        return f"<{priority}>{self.inner.format(record)}"
+
+
 def _shared_processors() -> list[Processor]:
     """What every line gets, whether it came from structlog or from a library."""
     return [
@@ -152,9 +184,12 @@ def configure_logging(
     """Configure structlog and the stdlib root logger; safe to call again on reload.
 
     ``fmt="auto"`` renders for humans when ``stream`` (default: ``sys.stdout``) is a terminal
-    and JSON lines otherwise. Warnings and errors that repeat (same event, level, logger and
-    ``source``/``target``/``reason``/``error`` fields) are let through once per
-    ``rate_limit_window`` seconds; the next one carries ``suppressed=N``.
+    and JSON lines otherwise. When the stream is systemd's journal stream, each line starts
+    with its syslog priority (``<4>{...}``), which journald turns into the entry's priority.
+
+    Warnings and errors that repeat (same event, level, logger and ``source``/``target``/
+    ``reason``/``error`` fields) are let through once per ``rate_limit_window`` seconds; the
+    next one carries ``suppressed=N``.
     """
     levelno = parse_level(level)
     if fmt not in ("auto", "json", "console"):
@@ -186,7 +221,8 @@ def configure_logging(
     )
 
     handler = logging.StreamHandler(out)  # flushes after every record
-    handler.setFormatter(formatter)
+    journal = _is_journal(out, os.environ)
+    handler.setFormatter(_JournalPriority(formatter) if journal else formatter)
     handler.addFilter(RateLimitFilter(limiter))
     setattr(handler, _HANDLER_MARK, True)
 
