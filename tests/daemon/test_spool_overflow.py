@@ -248,3 +248,33 @@ async def test_close_releases_a_blocked_append(tmp_path):
     await until_blocked(spool)
     await spool.close()
     assert isinstance(late.exception(), SpoolClosed)
+
+
+async def test_reader_skips_batches_dropped_while_it_was_delivering_them(tmp_path):
+    spool = await small_spool(tmp_path, max_size=4 * FRAME, overflow="drop_oldest")
+    for _ in range(4):
+        await spool.append(PAYLOAD, META)
+    reader = spool.read()
+    first = await anext(reader)  # the writer holds batch 1 of the oldest segment ...
+    await spool.append(PAYLOAD, META)  # ... which is dropped to make room for batch 5
+
+    following = [(await anext(reader)).seq for _ in range(3)]
+    await spool.commit(first.seq)  # committing a dropped batch is harmless
+    await reader.aclose()
+
+    assert first.seq == 1
+    assert following == [3, 4, 5]
+    assert spool.stats().dropped_batches == 2
+    await spool.close()
+
+
+async def test_interval_durable_completes_for_a_batch_dropped_before_its_flush(tmp_path):
+    spool = await small_spool(
+        tmp_path, fsync="interval", fsync_interval=0.01, max_size=2 * FRAME, overflow="drop_oldest"
+    )
+    first = await spool.append(PAYLOAD, META)
+    await spool.append(PAYLOAD, META)
+    await spool.append(PAYLOAD, META)  # drops the segment holding ``first``
+    await spool.durable(first)
+    assert spool.stats().dropped_batches == 2
+    await spool.close()

@@ -214,8 +214,9 @@ class Spool:
 
         With ``fsync="batch"`` the batch is durable when this returns; with ``"interval"``
         await :meth:`durable` before acknowledging its sources.  When the spool is full this
-        waits (``block``) or deletes the oldest segments (``drop_oldest``).  If the call is
-        cancelled while its write is in progress, the batch may still have been stored.
+        waits (``block``) or deletes the oldest segments (``drop_oldest``).  An append
+        cancelled before its write completed stores nothing (a write in progress is finished
+        and cut off again); one cancelled while waiting for its fsync is stored.
         """
         self._check_usable()
         meta_bytes = encode_meta(dict(meta or {}))
@@ -398,6 +399,8 @@ class Spool:
 
     async def _delete(self, segments: list[Segment]) -> None:
         """Forget ``segments`` and delete their files (after persisting the cursor)."""
+        # A commit and a drop may both pick a segment while the other is suspended.
+        segments = [s for s in segments if not s.deleted]
         for segment in segments:
             segment.deleted = True
             self._segments.remove(segment)
