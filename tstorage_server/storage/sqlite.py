@@ -341,6 +341,7 @@ class _SqlitePut(PutTransaction):
         self._streaming = False
         self._first_acq = -1  # first acq assigned (and held) by this PUT, -1 before any
         self._last_acq = -1
+        self._holding = False
 
     async def add(self, cid: int, rows: list[PutRow] | list[PutaRow]) -> None:
         if not rows:
@@ -373,6 +374,7 @@ class _SqlitePut(PutTransaction):
         if self._first_acq < 0:
             self._first_acq = base
             self._clock.hold(base)
+            self._holding = True
         self._last_acq = base + count - 1
         return base
 
@@ -382,7 +384,9 @@ class _SqlitePut(PutTransaction):
         return self._first_acq, self._last_acq
 
     def _release(self) -> None:
-        if self._first_acq >= 0:
+        """Release the held acq and the writer (idempotent)."""
+        if self._holding:
+            self._holding = False
             self._clock.release(self._first_acq)
         if self._streaming:
             self._streaming = False
@@ -402,7 +406,9 @@ class _SqlitePut(PutTransaction):
                     acq = None if self._with_acq else self._assign(count)
                     await storage.run_write(_write_all, batches, acq, self._clock.last_assigned)
             return self._acq_range()
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled, or the commit failed (disk full ...): never leave the shared write
+            # connection inside this transaction. Queued, so it runs before any later write.
             if self._streaming:
                 storage.submit_write(_rollback)
             raise
