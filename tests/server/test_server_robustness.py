@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import struct
 import time
 
@@ -192,3 +193,30 @@ async def test_connections_beyond_max_connections_are_closed_at_once() -> None:
         assert await asyncio.wait_for(reader.read(), timeout=30) == b""
         for _, w in (first, second, (reader, writer)):
             w.close()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["staged", "streamed"])
+def test_a_storage_failure_fails_that_put_only(tmp_path, monkeypatch, streamed: bool) -> None:
+    from tstorage_server.storage import sqlite as sqlite_storage
+
+    if streamed:
+        monkeypatch.setattr(sqlite_storage, "STAGE_LIMIT_BYTES", 1000)
+    real_insert = sqlite_storage._insert
+    failures = [sqlite3.OperationalError("database or disk is full")]
+
+    def insert_failing_once(*args):
+        if failures:
+            raise failures.pop()
+        return real_insert(*args)
+
+    monkeypatch.setattr(sqlite_storage, "_insert", insert_failing_once)
+    records = [((1, 1, 1, i, -1), bytes(100)) for i in range(100)]
+    with serve(data_dir=tmp_path) as server:
+        with RawClient(server.port) as raw:
+            assert raw.put(records)[0] != 0
+            assert raw.at_eof()
+        # Nothing of the failed PUT is stored, and the next PUT goes through.
+        with RawClient(server.port) as raw:
+            assert raw.get().records == []
+            assert raw.put(records)[0] == 0
+            assert len(raw.get().records) == 100
