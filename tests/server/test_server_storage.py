@@ -181,3 +181,26 @@ async def test_memory_commit_yields_between_batches_and_holds_acq0_below_itself(
     assert held == acq_min  # ...but acq0 stayed at the PUT's first acq meanwhile
     assert storage.clock.stable() > acq_max
     assert len(await read(storage)) == 30
+
+
+async def test_records_written_during_a_get_outside_its_acq_range_are_not_returned(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_storage, "READ_CHUNK_ROWS", 10)
+    monkeypatch.setattr(sqlite_storage, "READ_CHUNK_ROWS", 10)
+    for mid in range(3):
+        await write(storage, 1, [puta_row(cap, 100, mid=mid) for cap in range(20)], True)
+    reader = storage.read(Key(0, *Key.min()[1:4], 0), Key(2, *Key.max()[1:4], 101))
+    chunks = [await anext(reader)]
+    # Later records, above the GET's acq range, land in series the GET has not reached yet.
+    for mid in range(3):
+        await write(storage, 1, [puta_row(cap, 500, mid=mid) for cap in range(20)], True)
+    chunks += [chunk async for chunk in reader]
+    data = b"".join(chunks)
+    acqs = []
+    pos = 0
+    while pos < len(data):
+        n, *key = FRAME.unpack_from(data, pos)
+        acqs.append(key[4])
+        pos += 4 + n
+    assert acqs == [100] * 60

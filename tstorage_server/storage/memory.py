@@ -124,13 +124,14 @@ class MemoryStorage(Storage):
             and mid_lo <= sid[1] < mid_hi
             and moid_lo <= sid[2] < moid_hi
         )
-        acq_filter = not (acq_lo <= self._acq_lo and self._acq_hi < acq_hi)
         chunk: list[bytes] = []
         scanned = 0  # records looked at since the last yield: bounds the work of one step
         for sid in ids:
             # Later PUTs only append to these lists (a re-sort replaces them), so the
             # positions below stay valid across the yields.
             caps, acqs, frames = self._series[sid].views()
+            # Decided per series, with its views: a PUT during the GET may widen the bounds.
+            acq_filter = not (acq_lo <= self._acq_lo and self._acq_hi < acq_hi)
             lo = bisect_left(caps, cap_lo)
             hi = bisect_left(caps, cap_hi)
             while lo < hi:
