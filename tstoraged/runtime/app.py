@@ -35,6 +35,7 @@ from tstoraged.observe.logging import configure_logging
 from tstoraged.observe.metrics import Metrics
 from tstoraged.pipeline.deadletter import DeadLetterFile
 from tstoraged.pipeline.pipeline import DrainReport, Pipeline, Stage
+from tstoraged.pipeline.spooled import SpoolStage
 from tstoraged.plugins import PluginManager
 from tstoraged.runtime import wiring
 from tstoraged.runtime.context import CoreSourceContext, source_state_dir
@@ -85,6 +86,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._pipeline_task: asyncio.Task[None] | None = None
+        self._spool_stage: SpoolStage | None = None
 
     # -- control (safe to call from signal handlers and tests) --------------------------------
 
@@ -278,10 +280,29 @@ class Daemon:
 
     async def _build_stage(self, settings: Settings) -> Stage | None:
         """The stage between batcher and writer: the disk spool when enabled, else memory."""
-        return None
+        spool = settings.spool
+        if not spool.enabled:
+            return None
+        assert self.dead_letters is not None
+        directory = spool.dir or settings.daemon.state_dir / "spool"
+        self._spool_stage = await SpoolStage.open(
+            directory,
+            write_mode=settings.tstorage.write_mode,
+            dead_letters=self.dead_letters,
+            observer=self.metrics,
+            max_size=spool.max_size,
+            fsync=spool.fsync,
+            fsync_interval=spool.fsync_interval,
+            overflow=spool.overflow,
+            min_free_space=spool.min_free_space,
+        )
+        return self._spool_stage
 
     async def _close_stage(self) -> None:
         """Close the stage's resources after the drain."""
+        if self._spool_stage is not None:
+            await self._spool_stage.aclose()
+            self._spool_stage = None
 
 
 def _unreloadable(old: Settings, new: Settings) -> list[str]:

@@ -45,6 +45,7 @@ class CoreSourceContext(SourceContext):
         self.log = structlog.get_logger("tstoraged.source").bind(source=name)
         self.state_dir = state_dir
         self._mapping = mapping
+        self._map_one = mapping.map_one  # the generated function: one call less per record
         self._emit = emit
         self._dead_letters = dead_letters
         self._observer = observer
@@ -58,7 +59,7 @@ class CoreSourceContext(SourceContext):
         received_ns: int | None = None,
     ) -> Record[bytes] | None:
         try:
-            return self._mapping(fields, received_ns)
+            return self._map_one(fields, received_ns)
         except _MAPPING_FAILURES as exc:
             self.reject(fields if raw is None else raw, str(exc), origin=origin)
             return None
