@@ -52,7 +52,11 @@ class DrainReport:
 
 
 class Pipeline:
-    """Bounded intake, batcher and writer, run together."""
+    """Bounded intake, batcher and writer, run together.
+
+    Memory held by records is bounded by the queue limits plus at most four batches: the one
+    being filled or handed over, two in the in-memory handoff, and the one being written.
+    """
 
     def __init__(
         self,
