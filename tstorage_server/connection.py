@@ -115,9 +115,13 @@ class Connection:
             elif isinstance(event, PutBatch):
                 assert self._put is not None
                 await self._put.add(event.cid, storable_rows(event.cid, event.rows, False))
+                # Reads from a fast client and in-memory staging never suspend: let the other
+                # connections run between batches (each at most MAX_ROWS_PER_EVENT records).
+                await asyncio.sleep(0)
             elif isinstance(event, PutaBatch):
                 assert self._put is not None
                 await self._put.add(event.cid, storable_rows(event.cid, event.rows, True))
+                await asyncio.sleep(0)
             elif isinstance(event, PutStart):
                 self._put = self._storage.begin_put(event.with_acq)
             elif isinstance(event, PutEnd):
