@@ -117,13 +117,33 @@ class SourceContext(ABC):
         """Report input the source itself could not parse: counted, logged, dead-lettered."""
 
     @abstractmethod
-    async def emit(self, records: Sequence[Record[bytes]], ack: Ack | None = None) -> None:
+    async def emit(
+        self,
+        records: Sequence[Record[bytes]],
+        ack: Ack | None = None,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+    ) -> None:
         """Hand records to the pipeline; waits while it is full.
 
         ``ack`` is called once every record of this call is durable. Acks of one source are
         called in the order of their ``emit`` calls. ``records`` may be empty: the ack then
         follows the previous emits (useful to commit a position that produced only rejects).
+
+        ``checkpoint`` is the source's position after these records, as JSON-able
+        ``{name: position}`` entries (e.g. ``{file identity: offset}``). With the disk spool
+        enabled the core stores it in the same durable write as the records, so after a
+        crash :meth:`durable_checkpoints` knows it even when the source's own checkpoint file
+        was not updated yet: resuming from there neither loses nor repeats a record.
         """
+
+    def durable_checkpoints(self) -> Mapping[str, Any]:
+        """The latest durable ``checkpoint`` entries of this source kept by the core.
+
+        Read once at start: for each name, resume from the later of this position and the
+        source's own checkpoint. Empty when the core keeps none (spool disabled).
+        """
+        return {}
 
 
 class Source(ABC):

@@ -16,9 +16,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -31,15 +35,70 @@ from tstoraged.pipeline.batch import Batch
 from tstoraged.pipeline.deadletter import DeadLetterFile
 from tstoraged.pipeline.observer import PipelineObserver
 from tstoraged.pipeline.settings import WriteMode
+from tstoraged.source import Ack
 from tstoraged.spool import DropReport, FsyncPolicy, OverflowPolicy, Spool, SpoolEntry
 
-__all__ = ["SpoolStage", "decode_batch", "encode_batch"]
+__all__ = ["CheckpointedAck", "SpoolStage", "decode_batch", "encode_batch"]
 
 log = structlog.get_logger("tstoraged.spool")
 
 _CODEC = codec_for(BytesPayloadType())
 _HEAD = wire_out.encode_get_header()
 _TAIL = wire_out.encode_get_end(0)
+
+
+CHECKPOINTS_FILE = "checkpoints.json"
+MAX_CHECKPOINTS_PER_SOURCE = 4096
+
+
+@dataclass(frozen=True, eq=False)
+class CheckpointedAck:
+    """An emit's ack together with the source position it completes (see ``emit``)."""
+
+    source: str
+    checkpoint: Mapping[str, Any]
+    ack: Ack | None = None
+
+    def __call__(self) -> None:
+        if self.ack is not None:
+            self.ack()
+
+
+def merge_checkpoints(
+    into: dict[str, dict[str, Any]], update: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Later positions win; each source keeps its most recent names only (bounded)."""
+    for source, entries in update.items():
+        current = into.setdefault(str(source), {})
+        for name, position in entries.items():
+            current.pop(name, None)  # re-insert: dict order is recency
+            current[name] = position
+        while len(current) > MAX_CHECKPOINTS_PER_SOURCE:
+            current.pop(next(iter(current)))
+
+
+def _write_json_atomically(path: Path, data: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as file:
+        json.dump(data, file, separators=(",", ":"))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
 
 
 def encode_batch(records: list[Record[bytes]]) -> bytes:
@@ -82,9 +141,17 @@ class SpoolStage:
         self._closed = asyncio.Event()
         self._durable: collections.deque[tuple[int, Batch]] = collections.deque()
         self._durable_added = asyncio.Event()
+        self._closing = False
         self._acker = asyncio.create_task(self._fire_acks_when_durable(), name="spool-acks")
         self._reader: AsyncIterator[SpoolEntry] | None = None
         self._reader_follows = True
+        self._checkpoints_file = Path(spool.directory) / CHECKPOINTS_FILE
+        # Positions of committed batches (persisted before each commit), and positions of
+        # batches handed to the writer and not yet committed, by spool seq.
+        self._committed_checkpoints = _read_json(self._checkpoints_file)
+        self._pending_checkpoints: dict[int, dict[str, dict[str, Any]]] = {}
+        self.recovered_checkpoints: dict[str, dict[str, Any]] = {}
+        """Per source, the latest durable positions found at open (committed or spooled)."""
 
     @classmethod
     async def open(
@@ -115,8 +182,19 @@ class SpoolStage:
         )
         stage = cls(spool, write_mode=write_mode, dead_letters=dead_letters, observer=observer)
         holder.append(stage)
+        await stage._recover_checkpoints()
         stage._report()
         return stage
+
+    async def _recover_checkpoints(self) -> None:
+        """Latest positions: committed ones, then those of every batch still in the spool."""
+        recovered: dict[str, dict[str, Any]] = {}
+        merge_checkpoints(recovered, self._committed_checkpoints)
+        async for entry in self.spool.read(follow=False):
+            checkpoints = entry.meta.get("checkpoints")
+            if isinstance(checkpoints, dict):
+                merge_checkpoints(recovered, checkpoints)
+        self.recovered_checkpoints = recovered
 
     @property
     def pending_records(self) -> int:
@@ -133,6 +211,14 @@ class SpoolStage:
             "segments": batch.segments,
             "sealed": time.time(),
         }
+        checkpoints: dict[str, dict[str, Any]] = {}
+        for ack in batch.acks:
+            if isinstance(ack, CheckpointedAck):
+                merge_checkpoints(checkpoints, {ack.source: ack.checkpoint})
+        if checkpoints:
+            # In the same durable frame as the records: a crash can never keep one without
+            # the other.
+            meta["checkpoints"] = checkpoints
         seq = await self.spool.append(encode_batch(batch.records), meta)
         self._durable.append((seq, batch))
         self._durable_added.set()
@@ -147,6 +233,8 @@ class SpoolStage:
         # become durable with the same fsync.
         while True:
             while not self._durable:
+                if self._closing:
+                    return
                 self._durable_added.clear()
                 await self._durable_added.wait()
             seq, batch = self._durable[0]
@@ -175,6 +263,9 @@ class SpoolStage:
                 )
                 await self.spool.commit(entry.seq)
                 continue
+            checkpoints = entry.meta.get("checkpoints")
+            if isinstance(checkpoints, dict) and checkpoints:
+                self._pending_checkpoints[entry.seq] = checkpoints
             segments = [(str(s), int(n)) for s, n in entry.meta.get("segments", [])]
             if sum(n for _, n in segments) != len(records):
                 segments = [("spool", len(records))]
@@ -214,7 +305,17 @@ class SpoolStage:
                 return entry
 
     async def done(self, batch: Batch) -> None:
-        """The writer finished ``batch``: commit it, freeing its space."""
+        """The writer finished ``batch``: commit it, freeing its space.
+
+        Its source positions are persisted first, since committing may delete the frame that
+        holds them before the sources' own checkpoint files have caught up.
+        """
+        checkpoints = self._pending_checkpoints.pop(batch.seq, None)
+        if checkpoints:
+            merge_checkpoints(self._committed_checkpoints, checkpoints)
+            await asyncio.to_thread(
+                _write_json_atomically, self._checkpoints_file, self._committed_checkpoints
+            )
         await self.spool.commit(batch.seq)
         self._report()
 
@@ -239,13 +340,10 @@ class SpoolStage:
 
     async def aclose(self) -> None:
         """Fire the acks of what is durable, stop the ack task, close the spool."""
-        while self._durable:
-            seq, batch = self._durable.popleft()
-            with contextlib.suppress(Exception):
-                await self.spool.durable(seq)
-                self._dead_letters.sync()
-                batch.fire_acks()
-        self._acker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        self._closing = True
+        self._durable_added.set()
+        try:
             await self._acker
+        except Exception as exc:  # an fsync failed: those batches cannot be promised
+            log.error("spool_acks_failed", error=repr(exc), unacknowledged=len(self._durable))
         await self.spool.close()

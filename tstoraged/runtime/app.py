@@ -255,6 +255,11 @@ class Daemon:
             dead_letters=self.dead_letters,
             observer=self.metrics,
             state_dir=source_state_dir(self.settings.daemon.state_dir, config.name),
+            durable_checkpoints=(
+                self._spool_stage.recovered_checkpoints.get(config.name)
+                if self._spool_stage is not None
+                else None
+            ),
         )
         return source_type.source_class(config, context)
 

@@ -13,6 +13,7 @@ from tstoraged.mapping.compile import CompiledMapping
 from tstoraged.pipeline.deadletter import DeadLetterFile
 from tstoraged.pipeline.observer import PipelineObserver
 from tstoraged.pipeline.pipeline import Emit
+from tstoraged.pipeline.spooled import CheckpointedAck
 from tstoraged.source import Ack, SourceContext
 
 __all__ = ["CoreSourceContext", "source_state_dir"]
@@ -40,10 +41,12 @@ class CoreSourceContext(SourceContext):
         dead_letters: DeadLetterFile,
         observer: PipelineObserver,
         state_dir: Path,
+        durable_checkpoints: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.log = structlog.get_logger("tstoraged.source").bind(source=name)
         self.state_dir = state_dir
+        self._durable_checkpoints = dict(durable_checkpoints or {})
         self._mapping = mapping
         self._map_one = mapping.map_one  # the generated function: one call less per record
         self._emit = emit
@@ -83,8 +86,19 @@ class CoreSourceContext(SourceContext):
         # Repeats of the same reason are rate-limited by the logging setup.
         self.log.warning("input_rejected", origin=origin, reason=reason)
 
-    async def emit(self, records: Sequence[Record[bytes]], ack: Ack | None = None) -> None:
+    async def emit(
+        self,
+        records: Sequence[Record[bytes]],
+        ack: Ack | None = None,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+    ) -> None:
+        if checkpoint:
+            ack = CheckpointedAck(self.name, dict(checkpoint), ack)
         await self._emit(records, ack)
+
+    def durable_checkpoints(self) -> Mapping[str, Any]:
+        return self._durable_checkpoints
 
 
 def _jsonable(raw: object) -> object:
