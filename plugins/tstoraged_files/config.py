@@ -40,6 +40,23 @@ def _is_records_part(name: str, value: Any) -> bool:
         return False
 
 
+_MODE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "paths": ("tail", "once"),
+    "exclude": ("tail", "once"),
+    "start_at": ("tail",),
+    "rotate_wait": ("tail",),
+    "directory": ("drop",),
+    "pattern": ("drop",),
+    "ignore": ("drop",),
+    "settle_time": ("drop",),
+    "on_done": ("drop",),
+    "done_dir": ("drop",),
+    "failed_dir": ("drop",),
+    "max_bad_lines": ("drop", "once"),
+}
+"""The settings that only some modes use."""
+
+
 class CsvOptions(BaseModel):
     """How CSV lines are split into named fields."""
 
@@ -160,6 +177,17 @@ class FilesConfig(SourceConfig):
             raise ValueError(f"mode {self.mode!r} needs paths (a list of glob patterns)")
         if self.mode == "drop" and self.directory is None:
             raise ValueError("mode 'drop' needs directory")
+        # A setting of another mode is most likely a mistake (wrong mode, or a key meant for
+        # another source). Defaults are fine: `tstoraged check` prints every key.
+        foreign = [
+            name
+            for name, modes in _MODE_SETTINGS.items()
+            if self.mode not in modes
+            and getattr(self, name)
+            != type(self).model_fields[name].get_default(call_default_factory=True)
+        ]
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)} not used in mode {self.mode!r}")
         return self
 
     @property

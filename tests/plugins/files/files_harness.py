@@ -148,9 +148,12 @@ def files_config(**settings: Any) -> FilesConfig:
         "name": "files-test",
         "poll_interval": 0.01,
         "checkpoint_interval": 0.01,
-        "rotate_wait": 0.2,
-        "settle_time": 0.05,
     }
+    mode = settings.get("mode", "tail")
+    if mode == "tail":
+        base["rotate_wait"] = 0.2
+    elif mode == "drop":
+        base["settle_time"] = 0.05
     if settings.get("format") != "records":
         base["key"] = {"cid": 1, "mid": "{meter}", "moid": "{channel}"}
         base["cap"] = {"field": "ts", "unit": "ns", "epoch": "tstorage"}

@@ -90,3 +90,10 @@ def test_record_csv_accepts_its_own_mapping_back_as_check_prints_it() -> None:
         {"type": "files", "name": "r", "paths": ["x"], "format": "records"}
     ).model_dump(mode="json")
     assert FilesConfig.model_validate(shown).model_dump(mode="json") == shown
+
+
+def test_settings_of_another_mode_are_refused_unless_they_are_defaults() -> None:
+    found = errors({**BASE, "paths": ["x"], "directory": "/srv/drop", "settle_time": "5s"})
+    assert found == [": Value error, directory, settle_time not used in mode 'tail'"]
+    shown = FilesConfig.model_validate({**BASE, "paths": ["x"]}).model_dump(mode="json")
+    assert FilesConfig.model_validate(shown).model_dump(mode="json") == shown
