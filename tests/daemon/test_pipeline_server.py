@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 from tstorage_client.channel_async import AsyncChannel
@@ -220,3 +221,39 @@ async def test_poison_records_are_isolated_by_splitting_and_the_rest_delivered(t
     assert observer.written == {"gen": 40}
     # Splitting is logarithmic: far fewer refusals than records.
     assert len(refusals) < 20
+
+
+async def test_a_server_that_never_answers_times_out_and_is_retried_then_given_up(tmp_path):
+    """A peer that accepts and reads but never answers: each attempt times out (transient)."""
+    connections = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    peer = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = peer.sockets[0].getsockname()[1]
+    observer = WatchingObserver()
+    pipeline = Pipeline(
+        target=TargetSettings(port=port, timeout=0.2),
+        batch=BATCH,
+        queue=QueueSettings(),
+        retry=RetrySettings(initial_backoff=0.01, max_backoff=0.01, give_up_after_attempts=2),
+        dead_letters=DeadLetterFile(tmp_path / "dead-letter.jsonl"),
+        observer=observer,
+    )
+    acked = []
+    async with pipeline:
+        await pipeline.emit("gen", records(5), lambda: acked.append(1))
+        report = await pipeline.drain(30)
+    peer.close()
+    await peer.wait_closed()
+    assert report.complete
+    assert len(connections) == 2  # a fresh connection for the retry
+    dead = list(iter_dead_letters(tmp_path / "dead-letter.jsonl"))
+    assert [d.record() for d in dead] == records(5)
+    assert dead[0].reason == "gave up after 2 attempts: DISCONNECTED"
+    assert acked == [1]
