@@ -26,6 +26,9 @@ __all__ = ["CsvParser", "JsonLinesParser", "LineParser", "RecordsParser", "make_
 
 _JSON = json.JSONDecoder()
 
+BOM = "\ufeff"
+"""A byte-order mark at the start of a file is not part of its first line."""
+
 
 class LineParser(ABC):
     """Turns the lines of one file into records."""
@@ -77,6 +80,8 @@ class LineParser(ABC):
             lines = block.data.decode(self.encoding).split("\n")
         except UnicodeDecodeError:
             lines = self._decode_each(block)
+        if block.first_line == 1 and lines[0].startswith(BOM):
+            lines[0] = lines[0][1:]  # exports from Windows tools often start with a BOM
         # One decoded character is at least one byte: only lines longer than a quarter of the
         # bound can exceed it, and only those are measured exactly.
         limit = self.max_line_bytes

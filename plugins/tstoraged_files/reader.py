@@ -6,7 +6,7 @@ import os
 from functools import partial
 from typing import TYPE_CHECKING
 
-from tstoraged_files.formats import LineParser, make_parser
+from tstoraged_files.formats import BOM, LineParser, make_parser
 from tstoraged_files.identity import fingerprint_of
 from tstoraged_files.lines import LineBlock, LineSplitter
 
@@ -121,7 +121,7 @@ def read_first_line(fd: int, max_line_bytes: int, encoding: str) -> str | None:
     if newline < 0:
         return None
     try:
-        return head[:newline].decode(encoding)
+        return head[:newline].decode(encoding).removeprefix(BOM)
     except UnicodeDecodeError:
         return None
 

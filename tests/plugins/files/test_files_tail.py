@@ -441,3 +441,22 @@ async def test_cancelled_at_any_emit_a_restart_repeats_and_loses_nothing(
     async with RunningSource(config, second):
         await second.wait_records(500 - len(first.records))
     assert first.caps() + second.caps() == list(range(500))
+
+
+async def test_a_byte_order_mark_before_the_header_is_ignored_also_when_resuming(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "export.csv"
+    log.write_bytes(b"\xef\xbb\xbf" + CSV_HEADER.encode() + csv_lines(0, 3).encode())
+    state = tmp_path / "state"
+    config = files_config(paths=[str(log)])
+    first = HarnessContext(state)
+    async with RunningSource(config, first):
+        await first.wait_records(3)
+    append(log, csv_lines(3, 5))
+    new_process()
+    second = HarnessContext(state)  # resumes mid-file: the header is read from line 1 again
+    async with RunningSource(config, second):
+        await second.wait_records(2)
+    assert first.caps() + second.caps() == list(range(5))
+    assert first.rejects == second.rejects == []
