@@ -239,3 +239,19 @@ async def test_drain_reports_a_crashed_pipeline(tmp_path):
     assert report.error is not None
     assert "IsADirectoryError" in report.error
     assert fired == []
+
+
+async def test_ack_only_emits_are_bounded_by_the_queue_too():
+    intake = Intake(QueueSettings(max_records=3, max_bytes=1 << 20))
+    for _ in range(3):
+        await intake.emit("s", [], lambda: None)
+    blocked = asyncio.create_task(intake.emit("s", [], lambda: None))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not blocked.done()
+    chunk = intake.take(10, 1 << 20, set(), at_least_one=True)
+    assert chunk is not None
+    assert chunk.ack is not None
+    assert not chunk.records
+    async with asyncio.timeout(10):
+        await blocked

@@ -63,6 +63,7 @@ class Intake:
         self._chunks: collections.deque[Chunk] = collections.deque()
         self._records = 0
         self._bytes = 0
+        self._ack_only = 0  # queued chunks that carry only an ack
         self._closed = False
         # Set whenever room is freed / data arrives; waiters re-check their condition.
         self._space = asyncio.Event()
@@ -123,7 +124,14 @@ class Intake:
 
     async def _admit(self, source: str, records: Sequence[Record[bytes]], ack: Ack | None) -> None:
         if not records:
-            # An ack alone takes no room: it only has to stay behind the source's records.
+            # An ack alone holds one record's room, so a source that only commits positions
+            # (all its input rejected) cannot grow the queue while the writer is stuck.
+            while self._chunks and self._records + self._ack_only >= self._settings.max_records:
+                self._space.clear()
+                await self._space.wait()
+                if self._closed:
+                    raise IntakeClosed("the pipeline stopped while an ack was waiting")
+            self._ack_only += 1
             self._append(Chunk(source, (), 0, set(), ack))
             return
         pos, total = 0, len(records)
@@ -143,7 +151,7 @@ class Intake:
         """How many of ``records[pos:]`` fit now, and their wire size."""
         if self._closed:
             raise IntakeClosed("the pipeline does not accept records any more")
-        room_records = self._settings.max_records - self._records
+        room_records = self._settings.max_records - self._records - self._ack_only
         room_bytes = self._settings.max_bytes - self._bytes
         empty = not self._chunks
         count = min(len(records) - pos, room_records)
@@ -208,6 +216,8 @@ class Intake:
         new_cids = head.cids - known_cids
         if total <= max_records and head.nbytes + CID_BATCH_OVERHEAD * len(new_cids) <= max_bytes:
             self._chunks.popleft()
+            if not total:
+                self._ack_only -= 1
             return self._took(head, head.nbytes)
         part, nbytes, cids = self._prefix(head, max_records, max_bytes, known_cids)
         if not part and at_least_one and total:
