@@ -239,3 +239,12 @@ async def test_cancelled_reader_does_not_block_a_new_one(tmp_path):
     assert [p for _, p, _ in await read_all(spool)] == [b"one"]
     await first.aclose()
     await spool.close()
+
+
+async def test_a_second_spool_on_the_same_directory_is_refused(tmp_path):
+    spool = await Spool.open(tmp_path)
+    with pytest.raises(SpoolError, match="in use by another process"):
+        await Spool.open(tmp_path)
+    await spool.close()
+    reopened = await Spool.open(tmp_path)  # released by close
+    await reopened.close()

@@ -20,9 +20,15 @@ from tstoraged.spool.frame import FrameError
 from tstoraged.spool.quarantine import Quarantine
 from tstoraged.spool.reports import QuarantinedSegment
 from tstoraged.spool.scan import BadRegion, GoodFrame, walk
-from tstoraged.spool.segment import Segment, parse_segment_name, segment_name
+from tstoraged.spool.segment import (
+    SEGMENT_SUFFIX,
+    Segment,
+    parse_segment_name,
+    segment_name,
+)
 
 CURSOR_FILE = "cursor"
+LOCK_FILE = "lock"
 _SALVAGE_SUFFIX = ".salvage"
 _COPY_CHUNK = 1 << 20
 
@@ -71,8 +77,11 @@ def recover(directory: str, disk: DiskIO, quarantine: Quarantine) -> Recovered:
         elif name.endswith((_SALVAGE_SUFFIX, ".tmp")) and os.path.isfile(path):
             # Leftover of an interrupted salvage or cursor write; the original is still there.
             os.unlink(path)
-        elif name not in (CURSOR_FILE, "quarantine"):
+        elif SEGMENT_SUFFIX in name:
+            # Looks like ours but is not a segment (renamed by hand?): say so, leave it alone.
             log.warning("spool.foreign_file_ignored", path=path)
+        # Anything else (cursor, lock, quarantine/, files the application keeps next to the
+        # spool) is none of recovery's business.
     candidates.sort()
     last_seq = 0
     for index, (_base, path) in enumerate(candidates):

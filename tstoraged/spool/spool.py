@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import time
 import zlib
@@ -27,7 +28,7 @@ from tstoraged.spool.frame import (
     encode_meta,
 )
 from tstoraged.spool.quarantine import Quarantine
-from tstoraged.spool.recovery import recover, write_cursor
+from tstoraged.spool.recovery import LOCK_FILE, recover, write_cursor
 from tstoraged.spool.reports import (
     BatchTooLarge,
     DropReport,
@@ -129,6 +130,7 @@ class Spool:
         self.torn_tails_cut = 0
         self.quarantine_events = 0
         self._quarantined = quarantine.list()
+        self._lock_fd: int | None = None
 
     @classmethod
     async def open(
@@ -167,8 +169,13 @@ class Spool:
         if fsync_interval <= 0 or space_recheck_interval <= 0 or min_free_space < 0:
             raise ValueError("intervals must be positive and min_free_space not negative")
         path = os.fspath(directory)
-        quarantine = Quarantine(path, disk)
-        recovered = await asyncio.to_thread(recover, path, disk, quarantine)
+        lock_fd = await asyncio.to_thread(_lock_directory, path)
+        try:
+            quarantine = Quarantine(path, disk)
+            recovered = await asyncio.to_thread(recover, path, disk, quarantine)
+        except BaseException:
+            os.close(lock_fd)
+            raise
         spool = cls(
             path,
             max_size=max_size,
@@ -184,6 +191,7 @@ class Spool:
             segments=recovered.segments,
             cursor=recovered.cursor,
         )
+        spool._lock_fd = lock_fd
         spool.torn_tails_cut = recovered.torn_tails_cut
         spool.quarantine_events = len(recovered.quarantined)
         spool._tasks.append(asyncio.create_task(spool._cursor_loop(), name="spool-cursor"))
@@ -606,6 +614,9 @@ class Spool:
                 await self._persist_cursor()
             except OSError as exc:
                 log.warning("spool.cursor_write_failed", error=str(exc))
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
         log.info("spool.closed", bytes=self._disk_bytes, committed_seq=self._committed)
 
     def _check_usable(self) -> None:
@@ -642,6 +653,21 @@ class Spool:
                 except SpoolError:
                     log.exception("spool.fsync_failed")
                     return
+
+
+def _lock_directory(directory: str) -> int:
+    """Take the spool's exclusive lock: two processes appending to one spool would corrupt it.
+
+    An flock dies with its process, so a killed daemon never leaves a stale lock behind.
+    """
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolError(f"spool {directory} is in use by another process") from None
+    return fd
 
 
 def _read_body(fd: int, at: int, header: FrameHeader) -> tuple[dict[str, Any] | None, bytes | None]:
