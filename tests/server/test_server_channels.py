@@ -20,13 +20,6 @@ DOUBLE = StructPayloadType("<d")
 ALL = (Key.min(), Key.max())
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def server(request: pytest.FixtureRequest, tmp_path) -> Iterator[RunningServer]:
-    data_dir = None if request.param == "memory" else tmp_path
-    with serve(memory=data_dir is None, data_dir=data_dir) as running:
-        yield running
-
-
 def meter(cid: int, count: int, mid: int = 1) -> list[Record[float]]:
     return [Record(Key(cid, mid, 7, 1000 + i), float(i)) for i in range(count)]
 
