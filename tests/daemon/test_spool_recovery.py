@@ -287,3 +287,20 @@ def test_any_damage_never_crashes_and_never_delivers_garbage(ops):
             await reopened.close()
 
         asyncio.run(check())
+
+
+async def test_damage_appearing_while_open_is_quarantined_and_skipped(four_segments):
+    spool = await Spool.open(four_segments, fsync="batch")
+    segment = segments(four_segments)[1]
+    offset, seq = frame_offsets(segment)[1]
+    flip(segment, offset + 2)  # bit rot in a header after recovery checked it
+
+    seqs = []
+    async for entry in spool.read(follow=False):
+        assert (entry.payload, entry.meta) == ORIGINALS[entry.seq]
+        seqs.append(entry.seq)
+
+    assert seqs == [s for s in range(1, 13) if s != seq]
+    (entry,) = spool.stats().quarantined
+    assert "bad magic; skipped" in entry.reason
+    await spool.close()

@@ -44,6 +44,12 @@ class BadRegion:
     reason: str
 
 
+def resync_in_file(path: str, start: int, end: int, min_seq: int) -> GoodFrame | None:
+    """:func:`resync` on the first ``end`` bytes of the file at ``path``."""
+    with open(path, "rb") as f:
+        return resync(f, start, end, min_seq, True)
+
+
 def payload_crc(f: BinaryIO, offset: int, length: int) -> int:
     """CRC32 of ``length`` bytes at ``offset``, read in bounded chunks; short read -> FrameError."""
     f.seek(offset)
@@ -91,10 +97,14 @@ def _check_frame(
     return GoodFrame(pos, header, meta)
 
 
-def _resync(
+def resync(
     f: BinaryIO, start: int, file_size: int, min_seq: int, verify_payload: bool
 ) -> GoodFrame | None:
-    """The first intact frame that begins after ``start``, or None if there is none."""
+    """The first intact frame that begins after ``start``, or None if there is none.
+
+    A candidate must have the magic, a header whose CRC checks, metadata whose CRC checks and
+    (if ``verify_payload``) a payload whose CRC checks, and a seq above ``min_seq``.
+    """
     pos = start + 1
     while pos < file_size:
         f.seek(pos)
@@ -128,7 +138,7 @@ def walk(
             pos = exc.end
             continue
         except FrameError as exc:
-            found = _resync(f, pos, file_size, min_seq, verify_payload)
+            found = resync(f, pos, file_size, min_seq, verify_payload)
             yield BadRegion(pos, found.offset if found else file_size, str(exc))
             if found is None:
                 return

@@ -37,6 +37,7 @@ from tstoraged.spool.reports import (
     SpoolError,
     SpoolStats,
 )
+from tstoraged.spool.scan import resync_in_file
 from tstoraged.spool.segment import Segment, segment_name
 from tstoraged.spool.wakeup import Wakeup
 
@@ -498,9 +499,16 @@ class Spool:
         try:
             header = decode_header(os.pread(fd, HEADER_SIZE, offset))
         except FrameError as exc:
-            # Recovery checked every header, so this is damage that happened since (bit rot).
-            await self._quarantine_live(segment, f"byte {offset}: {exc}; rest of segment skipped")
-            return None, segment.size - offset, max(next_seq, segment.last_seq + 1)
+            # Recovery checked every header, so this is damage that happened since (bit rot):
+            # skip to the next intact frame, as recovery would.
+            found = await asyncio.to_thread(
+                resync_in_file, segment.path, offset, segment.size, next_seq - 1
+            )
+            end = found.offset if found else segment.size
+            await self._quarantine_live(segment, f"bytes {offset}..{end}: {exc}; skipped")
+            if found is None:
+                return None, segment.size - offset, max(next_seq, segment.last_seq + 1)
+            return None, found.offset - offset, next_seq
         if header.seq < next_seq or header.seq <= self._committed:
             return None, header.size, next_seq
         body_at = offset + HEADER_SIZE
