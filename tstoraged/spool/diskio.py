@@ -7,6 +7,7 @@ disk, and so observes the spool's behaviour without a real full disk or power cu
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import zlib
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tstoraged.spool.frame import FrameError
+from tstoraged.spool.reports import SpoolError
 
 Buffer = bytes | bytearray | memoryview
 
@@ -69,6 +71,24 @@ class DiskIO:
 
 
 REAL_DISK = DiskIO()
+
+LOCK_FILE = "lock"
+
+
+def lock_directory(directory: str) -> int:
+    """Take the spool's exclusive lock: two processes appending to one spool would corrupt it.
+
+    An flock dies with its process, so a killed daemon never leaves a stale lock behind.
+    """
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolError(f"spool {directory} is in use by another process") from None
+    return fd
+
 
 _CURSOR = struct.Struct("<8sQQI")
 _CURSOR_MAGIC = b"TSPCUR1\n"

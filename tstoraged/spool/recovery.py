@@ -28,7 +28,6 @@ from tstoraged.spool.segment import (
 )
 
 CURSOR_FILE = "cursor"
-LOCK_FILE = "lock"
 _SALVAGE_SUFFIX = ".salvage"
 _COPY_CHUNK = 1 << 20
 

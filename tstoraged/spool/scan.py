@@ -1,4 +1,5 @@
-"""Walking a segment file frame by frame, resynchronising after damage.  Blocking I/O.
+"""Reading segment files: the frame-by-frame walk that resynchronises after damage, and
+the body of a single frame.  Blocking I/O.
 
 The walk never trusts a byte it has not checked: a header is used only after its CRC
 matched, metadata only after its CRC matched, and a payload (optionally) only after its CRC
@@ -9,6 +10,8 @@ still found.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -146,3 +149,31 @@ def walk(
         yield good
         min_seq = good.header.seq
         pos = good.offset + good.header.size
+
+
+def read_body(fd: int, at: int, header: FrameHeader) -> tuple[dict[str, Any] | None, bytes | None]:
+    """Metadata and payload of a frame, each None if it fails its checksum."""
+    meta_bytes = pread_exact(fd, header.meta_len, at)
+    payload = pread_exact(fd, header.payload_len, at + header.meta_len)
+    meta = None
+    if zlib.crc32(meta_bytes) == header.meta_crc:
+        with contextlib.suppress(FrameError):
+            meta = decode_meta(meta_bytes)
+    ok = zlib.crc32(payload) == header.payload_crc
+    return meta, (payload if ok else None)
+
+
+def pread_exact(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes at ``offset`` (fewer only if the file is shorter)."""
+    data = os.pread(fd, length, offset)
+    if len(data) == length:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        chunk = os.pread(fd, length - got, offset + got)
+        if not chunk:
+            break  # short file: the checksum comparison will fail
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
 import time
-import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +14,7 @@ from typing import Any, Literal
 
 import structlog
 
-from tstoraged.spool.diskio import REAL_DISK, Cursor, DiskIO
+from tstoraged.spool.diskio import REAL_DISK, Cursor, DiskIO, lock_directory
 from tstoraged.spool.durability import Durability
 from tstoraged.spool.frame import (
     HEADER_SIZE,
@@ -28,7 +26,7 @@ from tstoraged.spool.frame import (
     encode_meta,
 )
 from tstoraged.spool.quarantine import Quarantine
-from tstoraged.spool.recovery import LOCK_FILE, recover, write_cursor
+from tstoraged.spool.recovery import recover, write_cursor
 from tstoraged.spool.reports import (
     BatchTooLarge,
     DropReport,
@@ -37,7 +35,7 @@ from tstoraged.spool.reports import (
     SpoolError,
     SpoolStats,
 )
-from tstoraged.spool.scan import resync_in_file
+from tstoraged.spool.scan import read_body, resync_in_file
 from tstoraged.spool.segment import Segment, segment_name
 from tstoraged.spool.wakeup import Wakeup
 
@@ -170,7 +168,7 @@ class Spool:
         if fsync_interval <= 0 or space_recheck_interval <= 0 or min_free_space < 0:
             raise ValueError("intervals must be positive and min_free_space not negative")
         path = os.fspath(directory)
-        lock_fd = await asyncio.to_thread(_lock_directory, path)
+        lock_fd = await asyncio.to_thread(lock_directory, path)
         try:
             quarantine = Quarantine(path, disk)
             recovered = await asyncio.to_thread(recover, path, disk, quarantine)
@@ -513,9 +511,9 @@ class Spool:
             return None, header.size, next_seq
         body_at = offset + HEADER_SIZE
         if header.size > _INLINE_IO_MAX:
-            meta, payload = await asyncio.to_thread(_read_body, fd, body_at, header)
+            meta, payload = await asyncio.to_thread(read_body, fd, body_at, header)
         else:
-            meta, payload = _read_body(fd, body_at, header)
+            meta, payload = read_body(fd, body_at, header)
             await asyncio.sleep(0)  # a backlog of small frames must not monopolise the loop
         if meta is None or payload is None:
             await self._quarantine_live(
@@ -661,45 +659,3 @@ class Spool:
                 except SpoolError:
                     log.exception("spool.fsync_failed")
                     return
-
-
-def _lock_directory(directory: str) -> int:
-    """Take the spool's exclusive lock: two processes appending to one spool would corrupt it.
-
-    An flock dies with its process, so a killed daemon never leaves a stale lock behind.
-    """
-    os.makedirs(directory, exist_ok=True)
-    fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise SpoolError(f"spool {directory} is in use by another process") from None
-    return fd
-
-
-def _read_body(fd: int, at: int, header: FrameHeader) -> tuple[dict[str, Any] | None, bytes | None]:
-    """Metadata and payload of a frame, each None if it fails its checksum."""
-    meta_bytes = _pread_exact(fd, header.meta_len, at)
-    payload = _pread_exact(fd, header.payload_len, at + header.meta_len)
-    meta = None
-    if zlib.crc32(meta_bytes) == header.meta_crc:
-        with contextlib.suppress(FrameError):
-            meta = decode_meta(meta_bytes)
-    ok = zlib.crc32(payload) == header.payload_crc
-    return meta, (payload if ok else None)
-
-
-def _pread_exact(fd: int, length: int, offset: int) -> bytes:
-    data = os.pread(fd, length, offset)
-    if len(data) == length:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < length:
-        chunk = os.pread(fd, length - got, offset + got)
-        if not chunk:
-            break  # short file: the checksum comparison will fail
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
