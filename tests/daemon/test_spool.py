@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import tempfile
 import threading
+from collections.abc import Awaitable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tstoraged.spool import BatchTooLarge, Spool, SpoolClosed, SpoolError
 from tstoraged.spool.diskio import DiskIO
@@ -248,3 +252,48 @@ async def test_a_second_spool_on_the_same_directory_is_refused(tmp_path):
     await spool.close()
     reopened = await Spool.open(tmp_path)  # released by close
     await reopened.close()
+
+
+operation = st.one_of(
+    st.tuples(st.just("append"), st.integers(0, 3000)),
+    st.tuples(st.just("deliver"), st.integers(1, 5)),
+    st.tuples(st.just("reopen"), st.just(0)),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(operation, max_size=40))
+def test_spool_behaves_like_a_persistent_fifo(ops):
+    """Any mix of appends, deliveries with commit and restarts: order and content are kept."""
+
+    async def run(directory: str) -> None:
+        def open_spool() -> Awaitable[Spool]:
+            return Spool.open(directory, fsync="batch", segment_size=4096, max_size=1 << 20)
+
+        spool = await open_spool()
+        model: list[tuple[int, bytes]] = []  # appended, not committed
+        counter = 0
+        for kind, arg in ops:
+            if kind == "append":
+                counter += 1
+                payload = payload_for(counter, arg)
+                model.append((await spool.append(payload, {"n": counter}), payload))
+            elif kind == "deliver":
+                wanted = model[:arg]
+                got = []
+                async for entry in spool.read(follow=False):
+                    got.append((entry.seq, entry.payload))
+                    await spool.commit(entry.seq)
+                    if len(got) == len(wanted):
+                        break
+                assert got == wanted
+                del model[: len(got)]
+            else:
+                await spool.close()
+                spool = await open_spool()
+            assert spool.stats().batches == len(model)
+        assert [(s, p) for s, p, _ in await read_all(spool)] == model
+        await spool.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(tmp))
