@@ -17,9 +17,10 @@ import json
 import os
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tstoraged_files.identity import Fingerprint, read_fingerprint
 
@@ -63,6 +64,13 @@ class FileCheckpoint:
         return cls(fingerprint=fingerprint, **fields)  # type: ignore[arg-type]
 
 
+def _extends(newer: Fingerprint, older: Fingerprint) -> bool:
+    """Whether ``newer`` can describe the same content as ``older`` (equal, or longer)."""
+    if newer.length == older.length:
+        return newer.digest == older.digest
+    return newer.length > older.length
+
+
 _STORES: weakref.WeakValueDictionary[Path, CheckpointStore] = weakref.WeakValueDictionary()
 """The newest store of each checkpoint file in this process."""
 
@@ -101,6 +109,41 @@ class CheckpointStore:
             for entry in map(FileCheckpoint.from_json, data["files"])
             if not entry.retired or now - entry.seen < RETIRED_TTL_S
         ]
+
+    def merge_durable(self, durable: Mapping[str, Any]) -> int:
+        """Take positions the core stored with the records (spool) when they are further on.
+
+        After a crash the spool may hold records whose acks never reached this store's file;
+        their positions came back from ``context.durable_checkpoints()``. A position applies
+        to the entry of the same device and inode whose fingerprint it extends; a file the
+        store never saw is added. Returns how many positions moved.
+        """
+        moved = 0
+        for data in durable.values():
+            try:
+                position = FileCheckpoint.from_json(dict(data))
+            except (KeyError, TypeError, ValueError):
+                continue
+            same_inode = [e for e in self.entries if (e.dev, e.ino) == (position.dev, position.ino)]
+            if not same_inode:
+                self.add(position)
+                moved += 1
+                continue
+            for entry in same_inode:
+                if not _extends(position.fingerprint, entry.fingerprint):
+                    continue  # the inode was reused for other content
+                if position.offset > entry.offset:
+                    entry.offset, entry.line = position.offset, position.line
+                    entry.fingerprint = position.fingerprint
+                    moved += 1
+                    self.changed()
+                break
+        return moved
+
+    @staticmethod
+    def durable_name(entry: FileCheckpoint) -> str:
+        """The name of an entry's position in ``emit(..., checkpoint=...)``."""
+        return f"{entry.dev}:{entry.ino}"
 
     def add(self, entry: FileCheckpoint) -> FileCheckpoint:
         """Track a new file's position."""

@@ -111,7 +111,11 @@ class FileReader:
             raise TooManyBadLines(f"more than max_bad_lines={self.max_bad_lines} lines rejected")
         ack = partial(self.store.advance, self.entry, block.end_offset, block.end_line)
         self.records_emitted += len(records)
-        await self.context.emit(records, ack)
+        # The same position, stored by the core together with the records (spool): after a
+        # crash the source resumes there even if the ack never reached the checkpoint file.
+        position = {**self.entry.to_json(), "offset": block.end_offset, "line": block.end_line}
+        checkpoint = {self.store.durable_name(self.entry): position}
+        await self.context.emit(records, ack, checkpoint=checkpoint)
 
 
 def read_first_line(fd: int, max_line_bytes: int, encoding: str) -> str | None:

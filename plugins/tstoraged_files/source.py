@@ -40,6 +40,9 @@ class FilesSource(Source):
         """Follow or ingest files until cancelled; in once mode, return when done."""
         config = self.files_config
         store = CheckpointStore(self.context.state_dir, interval=config.checkpoint_interval)
+        moved = store.merge_durable(self.context.durable_checkpoints())
+        if moved:
+            self.context.log.info("positions_recovered_from_spool", files=moved)
         worker: TailFollower | DropDirectory | OnceImporter
         if config.mode == "tail":
             worker = TailFollower(config, self.context, store)

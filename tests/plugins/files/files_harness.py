@@ -72,6 +72,10 @@ class HarnessContext(SourceContext):
     """Cancel the source inside its n-th ``emit`` (1-based), before that emit is accepted."""
     acked: int = 0
     """Number of emits acknowledged so far (acks are given in emit order)."""
+    checkpoints: dict[str, Any] = field(default_factory=dict)
+    """The latest position per name given with ``emit(..., checkpoint=...)``."""
+    durable: dict[str, Any] = field(default_factory=dict)
+    """What ``durable_checkpoints()`` answers (as a spool would after a crash)."""
 
     def __post_init__(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)  # the core hands out an existing one
@@ -101,11 +105,22 @@ class HarnessContext(SourceContext):
             self.reject(raw, f"mapping: {exc!r}", origin=origin)
             return None
 
+    def durable_checkpoints(self) -> Mapping[str, Any]:
+        return self.durable
+
     def reject(self, raw: object, reason: str, *, origin: str) -> None:
         self.rejects.append(Reject(origin, reason, raw))
         self._changed.set()
 
-    async def emit(self, records: Sequence[Record[bytes]], ack: Ack | None = None) -> None:
+    async def emit(
+        self,
+        records: Sequence[Record[bytes]],
+        ack: Ack | None = None,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+    ) -> None:
+        if checkpoint:
+            self.checkpoints.update(checkpoint)
         if self.cancel_at_emit is not None and len(self.emits) + 1 >= self.cancel_at_emit:
             task = asyncio.current_task()
             assert task is not None

@@ -460,3 +460,46 @@ async def test_a_byte_order_mark_before_the_header_is_ignored_also_when_resuming
         await second.wait_records(2)
     assert first.caps() + second.caps() == list(range(5))
     assert first.rejects == second.rejects == []
+
+
+async def test_a_restart_resumes_from_positions_the_spool_kept_when_acks_never_landed(
+    tmp_path: Path,
+) -> None:
+    # A crash right after the spool made records durable, before their acks reached the
+    # checkpoint file: the positions stored with the records are the ones to resume from.
+    log = tmp_path / "a.csv"
+    log.write_text(CSV_HEADER + csv_lines(0, 1000))
+    state = tmp_path / "state"
+    config = files_config(paths=[str(log)], read_chunk_bytes=1000)
+    first = HarnessContext(state, auto_ack=False)
+    async with RunningSource(config, first):
+        await first.wait_records(1000)
+    positions = dict(first.checkpoints)  # as the spool holds them with the last batch
+    assert len(positions) == 1
+
+    new_process()  # a daemon restart: no ack ever moved the checkpoint file
+    second = HarnessContext(state, durable=positions)
+    async with RunningSource(config, second):
+        append(log, csv_lines(1000, 1010))
+        await second.wait_records(10)
+    assert second.caps() == list(range(1000, 1010))
+
+
+async def test_spool_positions_of_another_content_on_a_reused_inode_are_ignored(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "a.csv"
+    log.write_text(CSV_HEADER + csv_lines(0, 50))
+    state = tmp_path / "state"
+    config = files_config(paths=[str(log)])
+    first = HarnessContext(state)
+    async with RunningSource(config, first):
+        await first.wait_records(50)
+    ((name, position),) = first.checkpoints.items()
+    stale = {name: {**position, "fingerprint": {"length": 10**6, "digest": "0" * 32}}}
+    new_process()
+    second = HarnessContext(state, durable=stale)
+    async with RunningSource(config, second):
+        append(log, csv_lines(50, 52))
+        await second.wait_records(2)
+    assert second.caps() == [50, 51]
