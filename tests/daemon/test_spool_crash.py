@@ -1,4 +1,4 @@
-"""kill -9 of a process appending with fsync=batch: every batch whose append returned survives."""
+"""kill -9 of a process appending in a loop: every batch acknowledged as durable survives."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
 
 from tstoraged.spool import Spool
 
@@ -21,24 +23,30 @@ CHILD = textwrap.dedent(
         # Sizes from tiny to ~300 KiB, so both the inline and the threaded write path run.
         return (b"%08d" % i) * ((i * 7919) % 37000 + 1)
 
-    async def main(directory, first):
-        spool = await Spool.open(directory, fsync="batch", segment_size=1 << 20,
-                                 max_size=1 << 30)
+    async def main(directory, first, fsync):
+        spool = await Spool.open(directory, fsync=fsync, fsync_interval=0.02,
+                                 segment_size=1 << 20, max_size=1 << 30)
 
         async def writer():  # commits lagging 50 batches behind, so segments get deleted
             async for entry in spool.read():
                 if entry.seq > 50:
                     await spool.commit(entry.seq - 50)
 
-        asyncio.create_task(writer())
+        async def acknowledge(seq, i):  # as the pipeline does: ack once durable
+            await spool.durable(seq)
+            sys.stdout.write(f"{seq} {i}\\n")
+            sys.stdout.flush()
+
+        tasks = {asyncio.create_task(writer())}
         i = first
         while True:
             seq = await spool.append(payload(i), {"i": i})
-            sys.stdout.write(f"{seq} {i}\\n")
-            sys.stdout.flush()
+            task = asyncio.create_task(acknowledge(seq, i))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
             i += 1
 
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
     """
 )
 
@@ -57,11 +65,11 @@ def parse_ack(line: bytes) -> tuple[int, int] | None:
 
 
 def run_child_until_killed(
-    directory: str, first: int, lines_before_kill: int
+    directory: str, first: int, lines_before_kill: int, fsync: str
 ) -> list[tuple[int, int]]:
     """Start the appender, SIGKILL it after ``lines_before_kill`` acknowledged appends."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, directory, str(first)],
+        [sys.executable, "-c", CHILD, directory, str(first), fsync],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -100,13 +108,14 @@ async def verify(directory: str, acknowledged: dict[int, int]) -> int:
     return len(found)
 
 
-def test_kill_9_during_appends_loses_no_acknowledged_batch(tmp_path):
+@pytest.mark.parametrize("fsync", ["batch", "interval"])
+def test_kill_9_during_appends_loses_no_acknowledged_batch(tmp_path, fsync):
     directory = str(tmp_path / "spool")
     rng = random.Random(6)
     acknowledged: dict[int, int] = {}
     first = 0
-    for _ in range(6):
-        pairs = run_child_until_killed(directory, first, rng.randint(20, 200))
+    for _ in range(4):
+        pairs = run_child_until_killed(directory, first, rng.randint(20, 200), fsync)
         acknowledged.update(pairs)
         first = max(i for _, i in pairs) + 1
         present = asyncio.run(verify(directory, acknowledged))
