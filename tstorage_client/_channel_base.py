@@ -107,7 +107,8 @@ class _ChannelMixin(Generic[T]):
             request = encode_get(key_min, key_max)
         except (struct.error, TypeError):
             return None
-        return get_operation(request, GetResponseParser(self._codec, self.memory_limit))
+        parser = GetResponseParser(self._codec, self.memory_limit, batch_per_read=False)
+        return get_operation(request, parser)
 
     def _stream_operation(self, key_min: Key, key_max: Key) -> PendingGet | None:
         try:

@@ -109,4 +109,5 @@ def get_operation(request: bytes, parser: GetResponseParser) -> Operation[Respon
             reply = yield instruction
     if not final:
         return ResponseGet(final.result)
-    return ResponseGet(ResponseStatus.OK, final.acq, parser.codec.join(batches))
+    data = batches[0] if len(batches) == 1 else parser.codec.join(batches)
+    return ResponseGet(ResponseStatus.OK, final.acq, data)

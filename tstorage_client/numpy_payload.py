@@ -36,6 +36,7 @@ from tstorage_client.payload_type import PayloadType
 from tstorage_client.protocol import wire
 from tstorage_client.protocol._codec import (
     PUT_CHUNK_RECORDS,
+    ReadBuffer,
     RecordCodec,
     UnparseableRecord,
     split_by_count,
@@ -46,6 +47,8 @@ __all__ = ["NumpyPayloadType"]
 
 _KEY_DTYPES = [("cid", "<i4"), ("mid", "<i8"), ("moid", "<i4"), ("cap", "<i8"), ("acq", "<i8")]
 _KEY_NAMES = [name for name, _ in _KEY_DTYPES]
+_KEY_FORMATS = [fmt for _, fmt in _KEY_DTYPES]
+_KEY_OFFSETS = [4, 8, 16, 20, 28]  # after the int32 n of a GET record
 _tuple_new = tuple.__new__
 
 # Rows per put step: bounds the extra memory of a put of a huge array.
@@ -65,13 +68,27 @@ class NumpyPayloadType(PayloadType[Any]):
         clash = set(self.payload_fields) & set(_KEY_NAMES)
         if clash:
             raise ValueError(f"payload fields clash with key fields: {sorted(clash)}")
-        payload: list[tuple[str, Any]] = (
-            [("value", self.dtype)]
-            if names is None
-            else [(name, self.dtype.fields[name][0]) for name in names]  # type: ignore[index]
+        # get() hands out the received records in place: each row keeps its wire layout
+        # (int32 n, key, payload), with n hidden as a 4-byte gap before cid.
+        payload_offsets = (
+            [0] if names is None else [self.dtype.fields[name][1] for name in names]  # type: ignore[index]
         )
-        self.record_dtype = np.dtype([*_KEY_DTYPES, *payload])
-        """The dtype of the arrays ``get`` returns: key fields, then payload fields."""
+        payload_formats = (
+            [self.dtype] if names is None else [self.dtype.fields[name][0] for name in names]  # type: ignore[index]
+        )
+        self.record_dtype = np.dtype(
+            {
+                "names": [*_KEY_NAMES, *self.payload_fields],
+                "formats": [*_KEY_FORMATS, *payload_formats],
+                "offsets": [*_KEY_OFFSETS, *(wire.KEY_SIZE + 4 + o for o in payload_offsets)],
+                "itemsize": 4 + wire.KEY_SIZE + self.dtype.itemsize,
+            }
+        )
+        """The dtype of the arrays ``get`` returns: the key fields, then the payload fields.
+
+        Rows keep their wire layout, so there is a 4-byte gap before ``cid``;
+        ``numpy.lib.recfunctions.repack_fields`` makes a packed copy if one is needed.
+        """
 
     def to_bytes(self, value: Any) -> bytes:
         return np.asarray(value, dtype=self.dtype).tobytes()
@@ -96,7 +113,8 @@ class NumpyCodec:
         self.payload_type = payload_type
         self._records = RecordCodec(payload_type)
         self._n = wire.KEY_SIZE + payload_type.fixed_size  # type: ignore[operator]
-        self._get_dtype = np.dtype([("n", "<i4"), *_KEY_DTYPES, ("p", payload_type.dtype)])
+        # The int32 n of each record, strided over the records.
+        self._lengths = np.dtype({"names": ["n"], "formats": ["<i4"], "itemsize": self._n + 4})
 
     # ---------------------------------------------------------------- PUT / PUTA
 
@@ -200,38 +218,25 @@ class NumpyCodec:
 
     # ---------------------------------------------------------------- GET
 
-    def decode_run(
-        self, buf: bytes | bytearray, pos: int, n: int, count: int
-    ) -> tuple[npt.NDArray[Any], int]:
-        """Up to ``count`` records of size 4 + n at ``pos`` as a structured array."""
+    def decode_run(self, buf: ReadBuffer, pos: int, n: int, count: int) -> tuple[memoryview, int]:
+        """Up to ``count`` records of size 4 + n at ``pos``: checked, kept as raw bytes."""
         if n != self._n:
+            size = n - wire.KEY_SIZE
             raise UnparseableRecord(
-                f"payload of {n - wire.KEY_SIZE} bytes, dtype needs {self._n - wire.KEY_SIZE}"
+                f"a {size}-byte payload for a {self._n - wire.KEY_SIZE}-byte dtype"
             )
-        rows = np.frombuffer(buf, self._get_dtype, count, pos)
+        decoded = count
         if count > 1:
-            same = rows["n"] == n
+            same = np.frombuffer(buf, self._lengths, count, pos)["n"] == n
             if not same.all():
-                rows = rows[: int(same.argmin())]
-        out = np.empty(len(rows), self.payload_type.record_dtype)
-        for name in _KEY_NAMES:
-            out[name] = rows[name]
-        payload = rows["p"]
-        if self.payload_type.dtype.names is None:
-            out["value"] = payload
-        else:
-            for name in self.payload_type.payload_fields:
-                out[name] = payload[name]
-        return out, len(rows)
+                decoded = int(same.argmin())
+        return memoryview(buf)[pos : pos + decoded * (n + 4)], decoded
 
     def join(self, pieces: list[Any]) -> npt.NDArray[Any]:
-        """One structured array from decoded pieces."""
-        if not pieces:
-            return np.empty(0, self.payload_type.record_dtype)
-        if len(pieces) == 1:
-            joined: npt.NDArray[Any] = pieces[0]
-            return joined
-        return np.concatenate(pieces)
+        """One structured array over a single copy of the pieces' bytes (writable)."""
+        # Rows keep their wire layout, so joining is one memcpy per piece; building arrays
+        # field by field (or np.concatenate, which repacks) is several times slower.
+        return np.frombuffer(bytearray().join(pieces), self.payload_type.record_dtype)
 
     def iter_records(self, batch: Any) -> Iterable[Record[Any]]:
         """Record objects (Python values) from a structured array."""

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import gc
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final, NamedTuple
 
 from tstorage_client.protocol import wire
-from tstorage_client.protocol._codec import RecordsCodec, UnparseableRecord
+from tstorage_client.protocol._codec import ReadBuffer, RecordsCodec, UnparseableRecord
 from tstorage_client.record import Key
 from tstorage_client.records_set import RecordsSet
 from tstorage_client.response import ResponseAcq, ResponsePut, ResponseStatus
@@ -131,41 +132,46 @@ def _put_chunks(head: bytes, body: Iterator[bytes]) -> Iterator[bytes]:
 
 
 class _ByteQueue:
-    """Received bytes not parsed yet; joins chunks only once enough bytes are there.
+    """Received bytes not parsed yet, without copying whole reads.
 
-    ``want`` is how many bytes the parser waits for: chunks of a record that spans many
-    reads are collected in a list and joined once, not re-copied on every read.
+    Reads wait in ``pending``; the parser works on ``buf`` from ``pos``. When ``buf`` is used
+    up the next read becomes ``buf`` as it is (a memoryview, no copy); only a record that
+    straddles two reads is copied, and only its own bytes.
     """
 
-    __slots__ = ("buf", "pending", "pending_size", "pos", "want")
+    __slots__ = ("buf", "pending", "pos")
 
     def __init__(self) -> None:
-        self.buf: bytes | bytearray = b""
+        self.buf: bytes | memoryview = b""
         self.pos = 0
-        self.pending: list[bytes] = []
-        self.pending_size = 0
-        self.want = 0
+        self.pending: deque[memoryview] = deque()
 
     def feed(self, data: bytes) -> None:
-        if not data:
-            return
-        self.pending.append(data)
-        self.pending_size += len(data)
-        if len(self.buf) - self.pos + self.pending_size >= self.want:
-            self._join()
-
-    def _join(self) -> None:
-        rest = self.buf[self.pos :] if self.pos < len(self.buf) else b""
-        if not rest and len(self.pending) == 1:
-            self.buf = self.pending[0]
-        else:
-            self.buf = b"".join([rest, *self.pending])
-        self.pos = 0
-        self.pending.clear()
-        self.pending_size = 0
+        if data:
+            self.pending.append(memoryview(data))
 
     def available(self) -> int:
         return len(self.buf) - self.pos
+
+    def have(self, total: int) -> bool:
+        """Make ``total`` bytes contiguous at ``buf[pos:]`` if they have arrived."""
+        pending = self.pending
+        while True:
+            available = len(self.buf) - self.pos
+            if available >= total:
+                return True
+            if not pending:
+                return False
+            if available == 0:
+                self.buf, self.pos = pending.popleft(), 0
+                continue
+            head = pending[0]
+            need = total - available
+            if len(head) <= need:
+                pending.popleft()
+            else:
+                pending[0], head = head[need:], head[:need]
+            self.buf, self.pos = bytes(self.buf[self.pos :]) + head, 0
 
 
 class _ResponseParser:
@@ -193,20 +199,13 @@ class _ResponseParser:
         """Wait for ``total`` bytes from the current position (or fail when input ended)."""
         if self._eof:
             return self._fail(ResponseStatus.DISCONNECTED)
-        self._queue.want = total
         return NEED_DATA
 
     def _fail(self, status: ResponseStatus) -> Any:
         raise NotImplementedError
 
     def _have(self, total: int) -> bool:
-        queue = self._queue
-        if queue.available() >= total:
-            return True
-        if queue.pending and queue.available() + queue.pending_size >= total:
-            queue._join()
-            return True
-        return False
+        return self._queue.have(total)
 
 
 class _FixedResponseParser(_ResponseParser):
@@ -266,14 +265,23 @@ class GetResponseParser(_ResponseParser):
     """Incremental parser of a GET response: batches of records, then a ``ResponseAcq``.
 
     Each batch holds at most ``memory_limit`` wire bytes; a single record larger than that
-    ends the response with NO_MEMORY. With ``discard`` set (e.g. draining an abandoned
-    iteration) records are skipped without being decoded and no batches are produced.
+    ends the response with NO_MEMORY. With ``batch_per_read`` a batch is handed out as soon
+    as the fed bytes are decoded (streaming); without, batches fill up to the limit. With
+    ``discard`` set (e.g. draining an abandoned iteration) records are skipped without being
+    decoded and no batches are produced.
     """
 
-    def __init__(self, codec: RecordsCodec, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> None:
+    def __init__(
+        self,
+        codec: RecordsCodec,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        batch_per_read: bool = True,
+    ) -> None:
         super().__init__()
         self.codec = codec
         self.memory_limit = memory_limit
+        # False: batches only fill up to memory_limit (get() keeps all, so it wants one).
+        self.batch_per_read = batch_per_read
         self.discard = False
         self._state = _HEAD
         self._pieces: list[Any] = []
@@ -343,7 +351,7 @@ class GetResponseParser(_ResponseParser):
                 buf, pos = queue.buf, queue.pos
                 avail = len(buf) - pos
                 if avail < 4:
-                    if self._pieces:
+                    if self._pieces and self.batch_per_read:
                         return self._take_batch()
                     if not self._have(4):
                         return self._need(4)
@@ -359,7 +367,7 @@ class GetResponseParser(_ResponseParser):
                 if size > limit:
                     return self._fail(ResponseStatus.NO_MEMORY)
                 if avail < size:
-                    if self._pieces:
+                    if self._pieces and self.batch_per_read:
                         return self._take_batch()
                     if not self._have(size):
                         return self._need(size)
@@ -383,7 +391,7 @@ class GetResponseParser(_ResponseParser):
             if gc_was_enabled:
                 gc.enable()
 
-    def _skip_run(self, buf: bytes | bytearray, pos: int, n: int, count: int) -> int:
+    def _skip_run(self, buf: ReadBuffer, pos: int, n: int, count: int) -> int:
         """Count the records of size 4 + n at pos (up to count) without decoding them."""
         skipper = self._skippers.get(n)
         if skipper is None:
