@@ -32,7 +32,7 @@ __all__ = [
     "Record",
 ]
 
-T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -49,7 +49,12 @@ _tuple_new = tuple.__new__
 _KEY_FIELDS = ("cid", "mid", "moid", "cap", "acq")
 
 
-@dataclasses.dataclass(frozen=True, order=True, init=False)
+# Applied through a name so that mypy checks Key as the tuple it is: its dataclass plugin
+# would reject order=True on a tuple subclass (tuple already defines the comparisons).
+_ordered_frozen_dataclass = dataclasses.dataclass(frozen=True, order=True, init=False)
+
+
+@_ordered_frozen_dataclass
 class Key(tuple[int, int, int, int, int]):
     """Identifier of a record: client id, meter id, meter object id, capture and acquisition time.
 
@@ -66,7 +71,7 @@ class Key(tuple[int, int, int, int, int]):
     cap: int
     acq: int
 
-    __match_args__ = _KEY_FIELDS
+    __match_args__ = ("cid", "mid", "moid", "cap", "acq")
     _fields: ClassVar[tuple[str, ...]] = _KEY_FIELDS
 
     def __new__(
@@ -126,23 +131,22 @@ class Key(tuple[int, int, int, int, int]):
         return self
 
 
-
 @dataclasses.dataclass(frozen=True, init=False)
-class Record(tuple[Key, T], Generic[T]):  # type: ignore[misc]
+class Record(tuple[Key, T_co], Generic[T_co]):
     """A key bound to a payload value (of the channel's payload type ``T``)."""
 
     __slots__ = ()
 
     key: Key
-    value: T
+    value: T_co
 
     __match_args__ = ("key", "value")
 
-    def __new__(cls, key: Key, value: T) -> Record[T]:
+    def __new__(cls, key: Key, value: T_co) -> Record[T_co]:
         return _tuple_new(cls, (key, value))
 
     @classmethod
-    def _make(cls, pair: tuple[Key, T]) -> Record[T]:
+    def _make(cls, pair: tuple[Key, T_co]) -> Record[T_co]:
         """Build a record from a (key, value) pair without argument parsing."""
         return _tuple_new(cls, pair)
 
@@ -161,19 +165,18 @@ class Record(tuple[Key, T], Generic[T]):  # type: ignore[misc]
     def __repr__(self) -> str:
         return f"Record(key={self[0]!r}, value={self[1]!r})"
 
-    def __getnewargs__(self) -> tuple[Key, T]:
+    def __getnewargs__(self) -> tuple[Key, T_co]:
         return (self[0], self[1])
 
-    def __copy__(self) -> Record[T]:
+    def __copy__(self) -> Record[T_co]:
         return self
-
 
 
 # The dataclass decorator saw only annotations; the values live in the tuple slots.
 for _i, _name in enumerate(_KEY_FIELDS):
     setattr(Key, _name, property(itemgetter(_i), doc=f"The key's {_name}."))
 Record.key = property(itemgetter(0), doc="The record's key.")  # type: ignore[assignment]
-Record.value = property(itemgetter(1), doc="The record's payload value.")  # type: ignore[assignment]
+Record.value = property(itemgetter(1), doc="The record's payload value.")  # type: ignore[misc]
 del _i, _name
 
 _KEY_MIN = Key(CID_MIN, MID_MIN, MOID_MIN, CAP_MIN, ACQ_MIN)
