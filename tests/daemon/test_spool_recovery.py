@@ -304,3 +304,18 @@ async def test_damage_appearing_while_open_is_quarantined_and_skipped(four_segme
     (entry,) = spool.stats().quarantined
     assert "bad magic; skipped" in entry.reason
     await spool.close()
+
+
+async def test_damaged_last_batch_does_not_stay_uncommitted_forever(four_segments):
+    spool = await Spool.open(four_segments, fsync="batch")
+    newest = segments(four_segments)[-1]
+    offset, last = frame_offsets(newest)[-1]
+    flip(newest, offset + HEADER_SIZE + 20)  # payload of the very last batch, after recovery
+
+    async for entry in spool.read(follow=False):
+        await spool.commit(entry.seq)
+
+    assert last == 12
+    assert spool.stats().batches == 0  # the skipped batch counts as done: the spool drained
+    assert spool.stats().committed_seq == 12
+    await spool.close()

@@ -120,6 +120,9 @@ class Spool:
         self._appended = Wakeup()  # readers wait on it when caught up
         self._freed = Wakeup()  # blocked appends wait on it
         self._delivered: deque[_Delivered] = deque()
+        # Seq ranges the reader skipped as damaged: a commit reaching one absorbs it, so a
+        # damaged last batch does not stay "uncommitted" forever.
+        self._skipped: deque[tuple[int, int]] = deque()
         self._last_committed_ns = 0
         self._reader_generation = 0
         self._closed = False
@@ -452,6 +455,7 @@ class Spool:
         self._reader_generation += 1
         generation = self._reader_generation
         self._delivered.clear()
+        self._skipped.clear()
         next_seq = self._committed + 1
         segment: Segment | None = None
         fd: int | None = None
@@ -504,9 +508,9 @@ class Spool:
             )
             end = found.offset if found else segment.size
             await self._quarantine_live(segment, f"bytes {offset}..{end}: {exc}; skipped")
-            if found is None:
-                return None, segment.size - offset, max(next_seq, segment.last_seq + 1)
-            return None, found.offset - offset, next_seq
+            last_lost = found.header.seq - 1 if found else segment.last_seq
+            await self._skip(next_seq, last_lost)
+            return None, end - offset, max(next_seq, last_lost + 1)
         if header.seq < next_seq or header.seq <= self._committed:
             return None, header.size, next_seq
         body_at = offset + HEADER_SIZE
@@ -519,6 +523,7 @@ class Spool:
             await self._quarantine_live(
                 segment, f"frame seq {header.seq} at byte {offset}: corrupt"
             )
+            await self._skip(header.seq, header.seq)
             return None, header.size, header.seq + 1
         entry = SpoolEntry(header.seq, payload, meta, header.appended_ns / 1e9)
         return entry, header.size, header.seq + 1
@@ -535,6 +540,14 @@ class Spool:
         self.quarantine_events += 1
         self._quarantined = (*self._quarantined, entry)
 
+    async def _skip(self, first: int, last: int) -> None:
+        """Seqs ``first..last`` are lost to damage; count them as done once all before are."""
+        if first > last:
+            return
+        self._skipped.append((first, last))
+        if not self._delivered:
+            await self.commit(self._committed)  # nothing in flight: absorb right away
+
     async def commit(self, seq: int) -> None:
         """Record that every batch up to ``seq`` has been delivered; free their space.
 
@@ -542,12 +555,15 @@ class Spool:
         is persisted within ``fsync_interval`` (and whenever a segment is deleted), so a crash
         re-delivers at most the batches committed during that last interval.
         """
-        if seq <= self._committed:
-            return
         if seq >= self._next_seq:
             raise ValueError(
                 f"cannot commit seq {seq}: the last appended seq is {self._next_seq - 1}"
             )
+        seq = max(seq, self._committed)
+        while self._skipped and self._skipped[0][0] <= seq + 1:
+            seq = max(seq, self._skipped.popleft()[1])
+        if seq <= self._committed:
+            return
         self._committed = seq
         while self._delivered and self._delivered[0].seq <= seq:
             done = self._delivered.popleft()
