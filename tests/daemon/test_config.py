@@ -405,3 +405,18 @@ def test_tls_files_must_exist_when_tls_is_enabled(tmp_path, plugins):
     (line,) = error_lines(path, plugins)
     assert line.startswith(f"{path}: tstorage.tls.cert_file = '/")
     assert line.endswith("/nope.pem': no such file (needed because tls.enabled = true)")
+
+
+def test_a_spool_too_small_for_the_batches_is_refused_at_its_key(tmp_path, plugins):
+    path = tmp_path / "t.toml"
+    path.write_text(
+        '[batch]\nmax_batch_size = "1MiB"\n[spool]\nenabled = true\nmax_size = "3MiB"\n'
+    )
+    lines = error_lines(path, plugins)
+    assert len(lines) == 1
+    assert "spool.max_size = 3MiB" in lines[0]
+    assert "at least 4MiB" in lines[0]
+    path.write_text(
+        '[batch]\nmax_batch_size = "1MiB"\n[spool]\nenabled = true\nmax_size = "4MiB"\n'
+    )
+    assert load_config(path, env={}, plugins=plugins).spool.max_size == 4 * 2**20

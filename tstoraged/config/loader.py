@@ -32,6 +32,7 @@ from tstoraged.config.model import (
     Settings,
 )
 from tstoraged.config.secrets import FILE_SUFFIX
+from tstoraged.config.units import format_byte_size
 from tstoraged.mapping.compile import MappingConfigError, compile_mapping
 from tstoraged.plugins import LOAD_PLUGINS_ENV, PluginManager
 from tstoraged.source import SourceConfig
@@ -99,9 +100,35 @@ def load_config(
             exc, model=Settings, data=core, origin_of=origin_of
         )
     problems += source_problems
+    if settings is not None:
+        problems += _cross_section_problems(settings, origin_of)
     if problems or settings is None:
         raise ConfigError(problems)
     return settings
+
+
+SPOOL_BATCHES = 4
+"""A spool must hold this many of the largest batches (a spooled record carries its whole key,
+so a batch takes somewhat more room in the spool than on the wire)."""
+
+
+def _cross_section_problems(settings: Settings, origin_of: OriginOf) -> list[ConfigProblem]:
+    """Constraints between sections, reported at the key the operator would change."""
+    problems = []
+    spool, batch = settings.spool, settings.batch
+    if spool.enabled and spool.max_size < SPOOL_BATCHES * batch.max_batch_size:
+        path: KeyPath = ("spool", "max_size")
+        problems.append(
+            ConfigProblem(
+                origin_of(path),
+                path,
+                f"must hold at least {SPOOL_BATCHES} batches: at least "
+                f"{format_byte_size(SPOOL_BATCHES * batch.max_batch_size)} with "
+                f"batch.max_batch_size = {format_byte_size(batch.max_batch_size)}",
+                format_byte_size(spool.max_size),
+            )
+        )
+    return problems
 
 
 def read_toml(path: Path) -> dict[str, Any]:

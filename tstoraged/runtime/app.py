@@ -278,6 +278,8 @@ class Daemon:
             return Readiness(False, "pipeline not running")
         if self.supervisor is not None and not self.supervisor.states_ok():
             return Readiness(False, "a source is failing")
+        if self._spool_stage is not None and self._spool_stage.spool.stats().blocked:
+            return Readiness(False, "spool full: sources are waiting for TStorage")
         connections = self.metrics.snapshot()["connections"]
         if not self.settings.spool.enabled and not any(connections.values()):
             return Readiness(False, "not connected to TStorage")
