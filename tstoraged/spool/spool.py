@@ -34,6 +34,7 @@ from tstoraged.spool.reports import (
     SpoolClosed,
     SpoolError,
     SpoolStats,
+    meta_counts,
 )
 from tstoraged.spool.scan import read_body, resync_in_file
 from tstoraged.spool.segment import Segment, segment_name
@@ -387,6 +388,15 @@ class Spool:
             source: count - victim.committed_by_source.get(source, 0)
             for source, count in victim.by_source.items()
         }
+        # Batches the reader already holds are still delivered from memory: they leave the
+        # disk but are not lost, so they are not reported as dropped.
+        for held in self._delivered:
+            if held.segment is victim and held.seq > self._committed:
+                held_records, held_sources = meta_counts(held.meta)
+                batches -= 1
+                records -= held_records
+                for source, count in held_sources.items():
+                    by_source[source] = by_source.get(source, 0) - count
         by_source = {source: count for source, count in by_source.items() if count > 0}
         await self._delete([victim])
         report = DropReport(batches, victim.size, records, by_source, reason)
