@@ -279,3 +279,26 @@ async def test_interval_durable_completes_for_a_batch_dropped_before_its_flush(t
     await spool.durable(first)
     assert spool.stats().dropped_batches == 2
     await spool.close()
+
+
+async def test_held_batch_of_a_dropped_segment_is_reported_if_the_writer_gives_it_back(tmp_path):
+    reports: list[DropReport] = []
+    spool = await small_spool(
+        tmp_path, max_size=4 * FRAME, overflow="drop_oldest", on_drop=reports.append
+    )
+    for _ in range(4):
+        await spool.append(PAYLOAD, META)
+    reader = spool.read()
+    held = await anext(reader)  # the writer holds batch 1 ...
+    await spool.append(PAYLOAD, META)  # ... its segment is dropped (batch 2 is lost) ...
+    await reader.aclose()  # ... and the writer fails without committing batch 1
+
+    assert [e.seq async for e in spool.read(follow=False)] == [3, 4, 5]
+
+    assert held.seq == 1
+    assert [(r.batches, r.records, r.reason) for r in reports] == [
+        (1, 5, "max_size"),
+        (1, 5, "in_flight"),
+    ]
+    assert spool.stats().dropped_batches == 2
+    await spool.close()

@@ -42,7 +42,9 @@ class DropReport:
     by_source: Mapping[str, int]
     """Sum of the ``"sources"`` metadata (source name -> records) of the dropped batches."""
     reason: str
-    """Why room was needed: ``max_size``, ``min_free_space`` or ``enospc``."""
+    """Why room was needed: ``max_size``, ``min_free_space`` or ``enospc``; or ``in_flight``
+    for batches the writer held when their segment was dropped and then did not commit
+    (a new ``read()`` started), so they could not be delivered after all."""
 
 
 @dataclass(frozen=True, slots=True)

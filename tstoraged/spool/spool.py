@@ -389,7 +389,8 @@ class Spool:
             for source, count in victim.by_source.items()
         }
         # Batches the reader already holds are still delivered from memory: they leave the
-        # disk but are not lost, so they are not reported as dropped.
+        # disk but are not lost, so they are not reported as dropped (unless the writer gives
+        # them back uncommitted: see _report_lost_in_flight).
         for held in self._delivered:
             if held.segment is victim and held.seq > self._committed:
                 held_records, held_sources = meta_counts(held.meta)
@@ -397,17 +398,22 @@ class Spool:
                 records -= held_records
                 for source, count in held_sources.items():
                     by_source[source] = by_source.get(source, 0) - count
-        by_source = {source: count for source, count in by_source.items() if count > 0}
         await self._delete([victim])
-        report = DropReport(batches, victim.size, records, by_source, reason)
-        for index, amount in enumerate((batches, victim.size, records)):
+        self._report_drop(DropReport(batches, victim.size, records, by_source, reason))
+        return True
+
+    def _report_drop(self, report: DropReport) -> None:
+        """Count, log and hand ``report`` to ``on_drop``."""
+        by_source = {source: n for source, n in report.by_source.items() if n > 0}
+        report = DropReport(report.batches, report.bytes, report.records, by_source, report.reason)
+        for index, amount in enumerate((report.batches, report.bytes, report.records)):
             self._dropped[index] += amount
         log.warning(
             "spool.dropped_oldest",
-            reason=reason,
-            batches=batches,
-            bytes=victim.size,
-            records=records,
+            reason=report.reason,
+            batches=report.batches,
+            bytes=report.bytes,
+            records=report.records,
             by_source=by_source,
         )
         if self._on_drop is not None:
@@ -415,7 +421,20 @@ class Spool:
                 self._on_drop(report)
             except Exception:  # a reporting hook must not break the spool
                 log.exception("spool.on_drop_failed")
-        return True
+
+    def _report_lost_in_flight(self) -> None:
+        """Batches the writer held when their segment was dropped, and gave back uncommitted:
+        they cannot be read again, so they are lost after all."""
+        records = 0
+        by_source: dict[str, int] = {}
+        lost = [d for d in self._delivered if d.segment.deleted and d.seq > self._committed]
+        for held in lost:
+            held_records, held_sources = meta_counts(held.meta)
+            records += held_records
+            for source, count in held_sources.items():
+                by_source[source] = by_source.get(source, 0) + count
+        if lost:
+            self._report_drop(DropReport(len(lost), 0, records, by_source, "in_flight"))
 
     async def _delete(self, segments: list[Segment]) -> None:
         """Forget ``segments`` and delete their files (after persisting the cursor)."""
@@ -464,6 +483,7 @@ class Spool:
         """
         self._reader_generation += 1
         generation = self._reader_generation
+        self._report_lost_in_flight()
         self._delivered.clear()
         self._skipped.clear()
         next_seq = self._committed + 1
