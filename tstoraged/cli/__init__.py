@@ -40,6 +40,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "tstoraged.cli.run_cmd",
     "tstoraged.cli.demo_cmd",
     "tstoraged.cli.status_cmd",
+    "tstoraged.cli.import_cmd",
     "tstoraged.cli.deadletters_cmd",
     "tstoraged.cli.check",
     "tstoraged.cli.plugins_cmd",

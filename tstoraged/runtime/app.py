@@ -87,6 +87,8 @@ class Daemon:
         self._reload = asyncio.Event()
         self._pipeline_task: asyncio.Task[None] | None = None
         self._spool_stage: SpoolStage | None = None
+        self.sources: dict[str, Source] = {}
+        """The running instance of each source, by name (for tools such as ``import``)."""
 
     # -- control (safe to call from signal handlers and tests) --------------------------------
 
@@ -261,7 +263,9 @@ class Daemon:
                 else None
             ),
         )
-        return source_type.source_class(config, context)
+        source = source_type.source_class(config, context)
+        self.sources[config.name] = source
+        return source
 
     async def _start_http(self, settings: Settings) -> None:
         if not settings.metrics.enabled:
