@@ -177,6 +177,7 @@ def test_kill9_ten_times_loses_nothing_put_mode(tmp_path: Path, record_property)
     duplicates = sum(per_mid.values()) - total
     record_property("lines", total)
     record_property("duplicates", duplicates)
+    print(f"put mode: {total} lines, {duplicates} duplicates after 10 kills")
     # Documented bound (docs/spool.md): per crash, at most the batches TStorage took but the
     # spool had not committed yet. Here that is a few batches of ~100 ms of lines at ~4000
     # lines/s; 10 crashes.
