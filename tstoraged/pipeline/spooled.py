@@ -173,7 +173,7 @@ class SpoolStage:
             directory,
             max_size=max_size,
             # Space is reclaimed a whole segment at a time: keep segments small against max_size.
-            segment_size=max(1 << 20, min(64 << 20, max_size // 16)),
+            segment_size=min(max_size, max(1 << 20, min(64 << 20, max_size // 16))),
             fsync=fsync,
             fsync_interval=fsync_interval,
             overflow=overflow,
