@@ -45,7 +45,7 @@ def test_an_empty_file_gives_the_documented_defaults(tmp_path, plugins):
     assert settings.tstorage.port == 2025
     assert settings.tstorage.write_mode == "put"
     assert settings.batch.max_batch_size == 4 * 2**20
-    assert settings.batch.max_records == 50_000
+    assert settings.batch.max_records == 10_000
     assert settings.batch.flush_interval == 1.0
     assert settings.metrics.listen == "127.0.0.1:9108"
     assert settings.daemon.state_dir == Path("/var/lib/tstoraged")

@@ -152,7 +152,7 @@ class BatchSettings(Section):
         description="Close a batch at this many encoded bytes (< 2 GiB).",
     )
     max_records: int = Field(
-        default=50_000, gt=0, description="Close a batch at this many records."
+        default=10_000, gt=0, description="Close a batch at this many records."
     )
     flush_interval: Duration = Field(
         default=1.0, gt=0, description="Close a non-empty batch this long after its first record."
@@ -162,8 +162,8 @@ class BatchSettings(Section):
 class QueueSettings(Section):
     """``[queue]``: the in-memory bound between sources and writer (backpressure)."""
 
-    max_records: int = Field(default=200_000, gt=0, description="Sources wait above this.")
-    max_bytes: ByteSize = Field(default=64 * 2**20, gt=0, description="Sources wait above this.")
+    max_records: int = Field(default=50_000, gt=0, description="Sources wait above this.")
+    max_bytes: ByteSize = Field(default=16 * 2**20, gt=0, description="Sources wait above this.")
 
 
 class RetrySettings(Section):

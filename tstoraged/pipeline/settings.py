@@ -44,7 +44,7 @@ class BatchSettings:
 
     max_batch_size: int = 4 * 1024 * 1024
     """Upper bound of a batch's wire size in bytes (a single larger record goes alone)."""
-    max_records: int = 50_000
+    max_records: int = 10_000
     flush_interval: float = 1.0
     """Seconds from the first record of a batch until it is closed, full or not."""
 
@@ -57,8 +57,8 @@ class BatchSettings:
 class QueueSettings:
     """Bound of the in-memory intake between sources and batcher (the ``[queue]`` section)."""
 
-    max_records: int = 200_000
-    max_bytes: int = 64 * 1024 * 1024
+    max_records: int = 50_000
+    max_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_records <= 0 or self.max_bytes <= 0:
