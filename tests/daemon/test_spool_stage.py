@@ -54,14 +54,16 @@ async def test_acks_fire_once_durable_and_batches_come_back_in_order(tmp_path: P
         fired: list[int] = []
         first = make_batch(0, 0, 10, [lambda fired=fired: fired.append(1)])
         second = make_batch(1, 10, 5, [lambda fired=fired: fired.append(2)])
+        expected_first, expected_second = list(first.records), list(second.records)
         await stage.submit(first)
         await stage.submit(second)
+        assert first.records == []  # released once on disk: only the acks wait for fsync
         got_first = await stage.next_batch()
         got_second = await stage.next_batch()
         assert got_first is not None
         assert got_second is not None
-        assert got_first.records == first.records  # acq (puta) preserved
-        assert got_second.records == second.records
+        assert got_first.records == expected_first  # acq (puta) preserved
+        assert got_second.records == expected_second
         assert got_first.segments == [("src", 10)]
         await stage.done(got_first)
         await stage.done(got_second)

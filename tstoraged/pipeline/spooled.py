@@ -220,6 +220,9 @@ class SpoolStage:
             # the other.
             meta["checkpoints"] = checkpoints
         seq = await self.spool.append(encode_batch(batch.records), meta)
+        # The records live on disk now; only the acks wait for the fsync (with fsync =
+        # "interval" that is up to a second of batches, which must not stay in memory).
+        batch.records = []
         self._durable.append((seq, batch))
         self._durable_added.set()
         self._report()
