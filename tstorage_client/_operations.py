@@ -14,6 +14,7 @@ It returns the final ``Response``. ``Channel`` (blocking sockets) and ``AsyncCha
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Generator, Iterable
 from typing import Any, TypeVar
 
@@ -88,25 +89,36 @@ def stream_operation(request: bytes, parser: GetResponseParser) -> Operation[Res
 
 
 def get_operation(request: bytes, parser: GetResponseParser) -> Operation[ResponseGet[Any]]:
-    """GET held whole (get): collects the batches; NO_MEMORY beyond parser.memory_limit."""
+    """GET held whole (get): collects the batches; NO_MEMORY beyond parser.memory_limit.
+
+    The cyclic GC is paused until the response is complete: every record built is kept, and
+    Key/Record tuples are never untracked by the collector, so each collection triggered on
+    the way would traverse all records read so far (a third of the time of a large get).
+    """
     stream = stream_operation(request, parser)
     batches: list[Any] = []
     total = 0
     reply: bytes | None = None
-    while True:
-        try:
-            instruction = stream.send(reply)
-        except StopIteration as stop:
-            final: ResponseAcq = stop.value
-            break
-        if type(instruction) is RecordsBatch:
-            total += instruction.nbytes
-            if total > parser.memory_limit:
-                return ResponseGet(ResponseStatus.NO_MEMORY)
-            batches.append(instruction.records)
-            reply = None
-        else:
-            reply = yield instruction
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            try:
+                instruction = stream.send(reply)
+            except StopIteration as stop:
+                final: ResponseAcq = stop.value
+                break
+            if type(instruction) is RecordsBatch:
+                total += instruction.nbytes
+                if total > parser.memory_limit:
+                    return ResponseGet(ResponseStatus.NO_MEMORY)
+                batches.append(instruction.records)
+                reply = None
+            else:
+                reply = yield instruction
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     if not final:
         return ResponseGet(final.result)
     data = batches[0] if len(batches) == 1 else parser.codec.join(batches)
