@@ -34,8 +34,9 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT: Final = 60.0
 """Seconds allowed for connecting and for each read or write (None: wait forever)."""
 
-RECV_SIZE: Final = 1 << 20
-"""Bytes asked for per read: large reads keep the per-record cost of the parser low."""
+RECV_SIZE: Final = 256 << 10
+"""Bytes asked for per read: large enough to amortise per-read work over thousands of
+records, small enough to stay in cache (measured: 256 KiB beats 1 MiB and 4 MiB)."""
 
 
 class PendingGet:

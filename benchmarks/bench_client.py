@@ -1,0 +1,323 @@
+"""Records per second of tstorage_client: put and get, with and without sockets.
+
+(a) core: encode_put alone, and GetResponseParser alone over a pre-encoded response;
+(b) loopback: Channel / AsyncChannel against a peer in another process that is fast enough
+    not to be the bottleneck: for PUT it skips the batches by their headers and answers OK,
+    for GET it replays a pre-encoded response.
+
+Payloads: StructPayloadType("<d"), TuplePayloadType("<if?"), BytesPayloadType (100-byte
+payloads) and NumpyPayloadType("<f8"). Record objects are built before a put is timed, and
+every record of a get is fully built (Key and Record objects, or the structured array).
+Each figure is the best of ``--repeat`` runs.
+
+    python benchmarks/bench_client.py [--records N] [--repeat R] [--only SUBSTRING]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tstorage_client.channel import Channel
+from tstorage_client.channel_async import AsyncChannel
+from tstorage_client.numpy_payload import NumpyPayloadType
+from tstorage_client.payload_type import (
+    BytesPayloadType,
+    PayloadType,
+    StructPayloadType,
+    TuplePayloadType,
+)
+from tstorage_client.protocol._codec import codec_for
+from tstorage_client.protocol.client import (
+    NEED_DATA,
+    GetResponseParser,
+    RecordsBatch,
+    encode_put,
+)
+from tstorage_client.record import Key, Record
+
+HEADER = struct.Struct("<iQ")
+I32 = struct.Struct("<i")
+ROW = struct.Struct("<iiqiqq")
+PUT_OK = HEADER.pack(0, 16) + struct.pack("<qq", 1, 2)
+
+
+# ------------------------------------------------------------------------ the fast peer
+
+
+def _peer_main(listener: socket.socket, get_response: bytes) -> None:
+    """Serve one connection: skip PUT batches by their headers, replay GET responses."""
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(4 << 20)
+    view = memoryview(buf)
+    start = end = 0
+
+    def fill(count: int) -> None:
+        nonlocal start, end
+        if end - start >= count:
+            return
+        if start:
+            buf[: end - start] = buf[start:end]
+            end -= start
+            start = 0
+        while end < count:
+            got = conn.recv_into(view[end:])
+            if not got:
+                raise EOFError
+            end += got
+
+    def take(st: struct.Struct) -> tuple[Any, ...]:
+        nonlocal start
+        fill(st.size)
+        values = st.unpack_from(buf, start)
+        start += st.size
+        return values
+
+    def skip(count: int) -> None:
+        nonlocal start, end
+        while count:
+            if start == end:
+                start = end = 0
+                fill(1)
+            step = min(count, end - start)
+            start += step
+            count -= step
+
+    try:
+        while True:
+            kind, _ = take(HEADER)
+            if kind in (1, 7):
+                skip(64)
+                conn.sendall(get_response)
+                continue
+            while take(I32)[0] >= 0:  # cid; a negative one is the end guard
+                skip(take(I32)[0])
+            conn.sendall(PUT_OK)
+    except (EOFError, OSError):
+        conn.close()
+
+
+class Peer:
+    """The fast peer in its own process (fork: it inherits the pre-encoded response)."""
+
+    def __init__(self, get_response: bytes = b"") -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        context = multiprocessing.get_context("fork")
+        self.process = context.Process(
+            target=_peer_main, args=(self.listener, get_response), daemon=True
+        )
+        self.process.start()
+
+    def close(self) -> None:
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.kill()
+        self.listener.close()
+
+
+# ------------------------------------------------------------------------ workloads
+
+
+@dataclass
+class Workload:
+    name: str
+    payload_type: PayloadType[Any]
+    records: Any  # what put takes
+    response: bytes  # the GET response carrying the same records
+    count: int
+
+
+def _response(rows: list[bytes], acq: int = 7) -> bytes:
+    return b"".join(
+        [HEADER.pack(0, 0), *rows, I32.pack(0), HEADER.pack(0, 8), struct.pack("<q", acq)]
+    )
+
+
+def _struct_workload(
+    name: str, payload_type: PayloadType[Any], value: Callable[[int], Any], count: int, cids: int
+) -> Workload:
+    records = [Record(Key(i % cids, i, i % 100, 10**12 + i), value(i)) for i in range(count)]
+    rows = []
+    for i, (key, val) in enumerate(records):
+        payload = payload_type.to_bytes(val)
+        rows.append(ROW.pack(32 + len(payload), *key[:4], 10**15 + i) + payload)
+    return Workload(name, payload_type, records, _response(rows), count)
+
+
+def _numpy_workload(count: int) -> Workload:
+    payload_type = NumpyPayloadType("<f8")
+    array = np.zeros(
+        count, [("cid", "<i4"), ("mid", "<i8"), ("moid", "<i4"), ("cap", "<i8"), ("value", "<f8")]
+    )
+    array["cid"] = 1
+    array["mid"] = np.arange(count)
+    array["moid"] = np.arange(count) % 100
+    array["cap"] = 10**12 + np.arange(count)
+    array["value"] = np.arange(count) / 2
+    wire = np.zeros(
+        count,
+        [
+            ("n", "<i4"),
+            ("cid", "<i4"),
+            ("mid", "<i8"),
+            ("moid", "<i4"),
+            ("cap", "<i8"),
+            ("acq", "<i8"),
+            ("value", "<f8"),
+        ],
+    )
+    wire["n"] = 40
+    for name in ("cid", "mid", "moid", "cap", "value"):
+        wire[name] = array[name]
+    wire["acq"] = 10**15 + np.arange(count)
+    return Workload("numpy <f8", payload_type, array, _response([wire.tobytes()]), count)
+
+
+def workloads(count: int) -> list[Workload]:
+    return [
+        _struct_workload(
+            'StructPayloadType("<d")', StructPayloadType("<d"), lambda i: i / 2, count, 1
+        ),
+        _struct_workload(
+            'StructPayloadType("<d"), 16 cids interleaved',
+            StructPayloadType("<d"),
+            lambda i: i / 2,
+            count,
+            16,
+        ),
+        _struct_workload(
+            'TuplePayloadType("<if?")',
+            TuplePayloadType("<if?"),
+            lambda i: (i, 0.5, i % 2 == 0),
+            count,
+            1,
+        ),
+        _struct_workload(
+            "BytesPayloadType (100 B)", BytesPayloadType(), lambda i: bytes(100), count // 4, 1
+        ),
+        _numpy_workload(count * 5),
+    ]
+
+
+# ------------------------------------------------------------------------ measurements
+
+
+def best_of(repeat: int, run: Callable[[], int]) -> float:
+    """Best records/s of ``repeat`` runs; ``run`` returns the number of records it handled."""
+    best = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        handled = run()
+        best = max(best, handled / (time.perf_counter() - start))
+    return best
+
+
+def core_put(work: Workload) -> int:
+    codec = codec_for(work.payload_type)
+    total = sum(map(len, encode_put(codec, work.records)))
+    assert total > 0
+    return work.count
+
+
+def core_get(work: Workload) -> int:
+    parser = GetResponseParser(codec_for(work.payload_type))
+    chunk = 1 << 20
+    data = work.response
+    batches = []
+    for at in range(0, len(data) + chunk, chunk):
+        if at < len(data):
+            parser.feed(data[at : at + chunk])
+        else:
+            parser.feed_eof()
+        while (event := parser.next_event()) is not NEED_DATA:
+            if type(event) is RecordsBatch:
+                batches.append(event.records)
+            else:
+                assert event.is_ok(), event
+                return sum(map(len, batches))
+    raise AssertionError("no final response")
+
+
+def loopback_put(work: Workload, channel: Channel[Any]) -> int:
+    response = channel.put(work.records)
+    assert response.is_ok(), response
+    return work.count
+
+
+def loopback_get(work: Workload, channel: Channel[Any]) -> int:
+    response = channel.get(Key.min(), Key.max())
+    assert response.is_ok(), response
+    assert len(response.data) == work.count
+    return work.count
+
+
+def async_loopback(work: Workload, port: int, repeat: int) -> tuple[float, float]:
+    async def main() -> tuple[float, float]:
+        async with AsyncChannel("127.0.0.1", port, work.payload_type) as channel:
+            put = get = 0.0
+            for _ in range(repeat):
+                start = time.perf_counter()
+                assert (await channel.put(work.records)).is_ok()
+                put = max(put, work.count / (time.perf_counter() - start))
+                start = time.perf_counter()
+                response = await channel.get(Key.min(), Key.max())
+                assert response.is_ok()
+                assert len(response.data) == work.count
+                get = max(get, work.count / (time.perf_counter() - start))
+            return put, get
+
+    return asyncio.run(main())
+
+
+def measure(work: Workload, repeat: int) -> list[float]:
+    """Records/s of one workload: core put/get, loopback put/get, async put/get."""
+    figures = [best_of(repeat, lambda: core_put(work)), best_of(repeat, lambda: core_get(work))]
+    peer = Peer(work.response)
+    try:
+        with Channel("127.0.0.1", peer.port, work.payload_type) as channel:
+            figures.append(best_of(repeat, lambda: loopback_put(work, channel)))
+            figures.append(best_of(repeat, lambda: loopback_get(work, channel)))
+    finally:
+        peer.close()
+    peer = Peer(work.response)
+    try:
+        figures.extend(async_loopback(work, peer.port, repeat))
+    finally:
+        peer.close()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=1_000_000, help="records per workload")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best is kept)")
+    parser.add_argument("--only", default="", help="only workloads whose name contains this")
+    args = parser.parse_args()
+    print(f"nproc: {os.cpu_count()}, records: {args.records}, best of {args.repeat}\n")
+    print(
+        "| payload | records | core put | core get | loopback put | loopback get"
+        " | async put | async get |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for work in workloads(args.records):
+        if args.only in work.name:
+            cells = " | ".join(f"{value / 1e6:.2f} M/s" for value in measure(work, args.repeat))
+            print(f"| {work.name} | {work.count:,} | {cells} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
