@@ -16,6 +16,8 @@ With a channel built on it::
   skipped with ``skip_invalid=True``). An iterable of ``Record`` objects still works.
 - ``get`` returns ``data`` as a structured array of ``record_dtype``: ``cid, mid, moid, cap,
   acq`` followed by the payload field(s); ``get_stream`` hands the callback such arrays.
+  Rows keep their wire layout (a 4-byte gap before ``cid``), so a read is joined with one
+  ``memcpy``; ``numpy.lib.recfunctions.repack_fields`` makes a packed copy when needed.
 - ``get_iter`` yields ``Record`` objects whose values are Python scalars (or tuples for a
   structured payload), as ``from_bytes`` returns them.
 

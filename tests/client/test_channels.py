@@ -428,3 +428,41 @@ async def test_unserializable_payload_raises_and_closes(
     with pytest.raises(struct.error):
         await client.put([Record(Key(1, 1, 1, 1), "not a float")])
     assert not client.connected
+
+
+async def test_callback_exception_propagates_and_channel_stays_usable(
+    server: RunningServer, make_client: Any
+) -> None:
+    client = make_client(server.host, server.port, memory_limit=4400)
+    await client.connect()
+    await client.put(_records(3000))
+
+    def explode(batch: Any) -> None:
+        raise LookupError("consumer failed")
+
+    with pytest.raises(LookupError):
+        await client.get_stream(explode)
+    # The rest of that response is discarded by the next request, which then succeeds.
+    assert (await client.get_acq()).is_ok()
+    records, iterator = await client.get_iter()
+    assert len(records) == 3000
+    assert iterator.response.is_ok()
+    await client.close()
+
+
+def test_sync_get_iter_delegates_with_yield_from_and_keeps_its_response(
+    server: RunningServer,
+) -> None:
+    from tstorage_client.channel import Channel
+
+    def consume(iterator: Any) -> Any:
+        response = yield from iterator
+        return response
+
+    with Channel(server.host, server.port, StructPayloadType("<d")) as channel:
+        channel.put(_records(5))
+        iterator = channel.get_iter(Key.min(), Key.max())
+        gen = consume(iter(iterator))
+        assert len(list(gen)) == 5
+        assert iterator.response is not None
+        assert iterator.response.is_ok()
