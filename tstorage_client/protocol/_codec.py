@@ -33,6 +33,7 @@ from tstorage_client.records_set import RecordsSet
 __all__ = [
     "PUT_CHUNK_RECORDS",
     "BatchSpan",
+    "ReadBuffer",
     "RecordCodec",
     "RecordsCodec",
     "UnparseableRecord",
@@ -57,6 +58,9 @@ _ITEM4 = itemgetter(4)
 _ITEM6 = itemgetter(6)
 _KEY_OF_ROW = itemgetter(1, 2, 3, 4, 5)
 _AFTER_KEY = itemgetter(slice(6, None))
+
+ReadBuffer = bytes | bytearray | memoryview
+"""Received bytes as the decoders see them."""
 
 BatchSpan = tuple[int, int, int, int]
 """(cid, start, stop, batch_bytes): records[start:stop] form one per-cid batch."""
@@ -84,7 +88,7 @@ class RecordsCodec(Protocol):
         """Per-cid batches for ``records`` (without request header and end guard)."""
         ...
 
-    def decode_run(self, buf: bytes | bytearray, pos: int, n: int, count: int) -> tuple[Any, int]:
+    def decode_run(self, buf: ReadBuffer, pos: int, n: int, count: int) -> tuple[Any, int]:
         """Decode up to ``count`` records of wire size ``4 + n`` at ``pos``.
 
         Returns (piece, decoded): the run stops early at the first record of another size.
@@ -194,9 +198,7 @@ class RecordCodec:
             self._value_count = len(
                 struct.unpack("<" + self._inline[0], bytes(struct.calcsize("<" + self._inline[0])))
             )
-        self._decoders: dict[
-            int, Callable[[bytes | bytearray, int, int], tuple[list[Any], int]]
-        ] = {}
+        self._decoders: dict[int, Callable[[ReadBuffer, int, int], tuple[list[Any], int]]] = {}
 
     # ---------------------------------------------------------------- encoding (PUT/PUTA)
 
@@ -281,7 +283,7 @@ class RecordCodec:
     # ---------------------------------------------------------------- decoding (GET)
 
     def decode_run(
-        self, buf: bytes | bytearray, pos: int, n: int, count: int
+        self, buf: ReadBuffer, pos: int, n: int, count: int
     ) -> tuple[list[Record[Any]], int]:
         """Decode up to ``count`` records of size ``4 + n`` starting at ``pos``."""
         decoder = self._decoders.get(n)
@@ -293,7 +295,7 @@ class RecordCodec:
 
     def _make_decoder(
         self, n: int
-    ) -> Callable[[bytes | bytearray, int, int], tuple[list[Record[Any]], int]]:
+    ) -> Callable[[ReadBuffer, int, int], tuple[list[Record[Any]], int]]:
         payload_size = n - wire.KEY_SIZE
         inline = self._inline
         if inline is not None and struct.calcsize("<" + inline[0]) == payload_size:
@@ -317,7 +319,7 @@ class RecordCodec:
         iter_unpack = row.iter_unpack
         n_matches = n.__eq__
 
-        def decode(buf: bytes | bytearray, pos: int, count: int) -> tuple[list[Record[Any]], int]:
+        def decode(buf: ReadBuffer, pos: int, count: int) -> tuple[list[Record[Any]], int]:
             with memoryview(buf) as view:
                 rows = list(iter_unpack(view[pos : pos + count * size]))
             if count > 1:
