@@ -88,22 +88,18 @@ async def test_large_put_and_get_stream_in_many_batches(
     await client.close()
 
 
-async def test_async_get_stream_awaits_a_coroutine_callback(
-    server: RunningServer, make_client: Any, kind: str
-) -> None:
-    if kind == "sync":
-        pytest.skip("coroutine callbacks are an AsyncChannel feature")
-    client = make_client(server.host, server.port)
-    await client.connect()
-    await client.put(_records(10))
-    seen: list[Any] = []
+async def test_async_get_stream_awaits_a_coroutine_callback(server: RunningServer) -> None:
+    from tstorage_client.channel_async import AsyncChannel
 
-    async def callback(batch: Any) -> None:
-        seen.extend(batch)
+    async with AsyncChannel(server.host, server.port, StructPayloadType("<d")) as channel:
+        await channel.put(_records(10))
+        seen: list[Any] = []
 
-    assert (await client.get_stream(callback)).is_ok()
-    assert _stripped(seen) == _stripped(_records(10))
-    await client.close()
+        async def callback(batch: Any) -> None:
+            seen.extend(batch)
+
+        assert (await channel.get_stream(Key.min(), Key.max(), callback)).is_ok()
+        assert _stripped(seen) == _stripped(_records(10))
 
 
 async def test_get_iter_yields_all_records_and_reports_the_final_status(
