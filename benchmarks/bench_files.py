@@ -109,7 +109,13 @@ class CountingContext(SourceContext):
     def reject(self, raw: object, reason: str, *, origin: str) -> None:
         self.rejected += 1
 
-    async def emit(self, records: Sequence[Record[bytes]], ack: Ack | None = None) -> None:
+    async def emit(
+        self,
+        records: Sequence[Record[bytes]],
+        ack: Ack | None = None,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+    ) -> None:
         self.count += len(records)
         if ack is not None:
             ack()
