@@ -96,7 +96,9 @@ def main() -> None:
     args = parser.parse_args()
     with ServerProcess() as server, tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "bench.toml"
-        cfg.write_text(config(server.port, Path(tmp) / "state", args.records, args.spool, args.payload))
+        cfg.write_text(
+            config(server.port, Path(tmp) / "state", args.records, args.spool, args.payload)
+        )
         out = asyncio.run(measure(cfg, args.records))
     print(f"cores: {os.cpu_count()}  spool: {args.spool or 'off'}  payload: {args.payload}")
     for name, value in out.items():

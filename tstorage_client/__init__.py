@@ -1,4 +1,3 @@
 """TStorage Python client: drop-in compatible with the vendor reference client, faster."""
 
 __version__ = "0.1.0"
-

@@ -1,7 +1,8 @@
 """Time conversions between Unix time and TStorage time.
 
 TStorage time counts nanoseconds since 2001-01-01T00:00:00Z; ``unix_ns = tstorage_ns + OFFSET_NS``.
-Functions named ``*_ns`` work in integer nanoseconds (exact); the others in seconds (``int | float``).
+Functions named ``*_ns`` work in integer nanoseconds (exact); the others in seconds
+(``int | float``).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import struct
 from tstorage_client.record import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
 
 __all__ = [
-    "ACQ_STRUCT",
     "ACQ_RANGE_STRUCT",
+    "ACQ_STRUCT",
     "GET_RANGE_STRUCT",
     "HEADER",
     "INT32",
