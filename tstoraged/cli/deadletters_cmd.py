@@ -148,13 +148,14 @@ async def _put_all(settings: Settings, entries: Iterable[DeadLetter]) -> tuple[l
     target = target_settings(settings)
     pending = [(fingerprint(e), record) for e in entries if (record := e.record()) is not None]
     delivered: list[str] = []
-    async with AsyncChannel(
+    channel: AsyncChannel[bytes] = AsyncChannel(
         target.host,
         target.port,
         BytesPayloadType(),
         timeout=target.timeout,
         ssl_context=target.ssl_context,
-    ) as channel:
+    )
+    async with channel:
         for start in range(0, len(pending), REPLAY_CHUNK):
             chunk = pending[start : start + REPLAY_CHUNK]
             for with_acq in (False, True):
