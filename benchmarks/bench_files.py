@@ -11,7 +11,7 @@ Stages measured, one core (the source, the mapping and the consumer share one ev
 
     .venv/bin/python benchmarks/bench_files.py --records 1000000
 
-Results go to benchmarks/results-files.md by hand, with the command line and ``nproc``.
+Results go to benchmarks/RESULTS.md by hand, with the command line and ``nproc``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Then the backlog is drained with ``read()`` + ``commit()``.
     .venv/bin/python benchmarks/bench_spool.py --dir /var/tmp/spool-bench
 
 The directory must be on the disk being measured (not tmpfs).  Results go to
-benchmarks/results-spool.md by hand, with the command line and ``nproc``.
+benchmarks/RESULTS.md by hand, with the command line and ``nproc``.
 """
 
 from __future__ import annotations
