@@ -55,7 +55,9 @@ class _ChannelMixin(Generic[T]):
     ``payload_type`` converts record values to and from bytes; ``timeout`` bounds connecting
     and each read or write (seconds, None for no limit); ``memory_limit`` bounds what one
     GET may hold (wire bytes of records: 4 + 32 + payload each); ``max_batch_size`` bounds
-    one per-cid batch of a put (bytes); ``ssl_context`` turns on TLS.
+    one per-cid batch of a put (bytes); ``ssl_context`` turns on TLS. Keyword-only extras
+    beyond the reference client: ``connect_timeout`` (default ``timeout``) and
+    ``server_hostname`` (the name to verify in the server certificate, default ``host``).
     """
 
     def __init__(
@@ -67,6 +69,9 @@ class _ChannelMixin(Generic[T]):
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        connect_timeout: float | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         if memory_limit <= 0:
             raise ValueError(f"memory_limit must be positive, got {memory_limit}")
@@ -79,6 +84,10 @@ class _ChannelMixin(Generic[T]):
         self.memory_limit = memory_limit
         self.max_batch_size = max_batch_size
         self.ssl_context = ssl_context
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        """Bound of connecting (TCP and TLS handshake); default: ``timeout``."""
+        self.server_hostname = server_hostname
+        """Name the server certificate must carry (TLS); default: ``host``."""
         self._codec: RecordsCodec = codec_for(payload_type)
         # The get_iter whose response is being read, if any. A new request first drains it.
         self._pending: PendingGet | None = None

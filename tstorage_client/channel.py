@@ -62,13 +62,16 @@ class Channel(_ChannelMixin[T]):
         if self._sock is not None:
             return Response(_OK)
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         except OSError:
             return Response(_DISCONNECTED)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+                sock = self.ssl_context.wrap_socket(
+                    sock, server_hostname=self.server_hostname or self.host
+                )
+            sock.settimeout(self.timeout)  # from now on each read and write
         except OSError:
             sock.close()
             return Response(_DISCONNECTED)

@@ -67,12 +67,16 @@ class AsyncChannel(_ChannelMixin[T]):
         if self._writer is not None:
             return Response(_OK)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.connect_timeout):
                 self._reader, self._writer = await asyncio.open_connection(
                     self.host,
                     self.port,
                     ssl=self.ssl_context,
-                    server_hostname=self.host if self.ssl_context is not None else None,
+                    server_hostname=(
+                        (self.server_hostname or self.host)
+                        if self.ssl_context is not None
+                        else None
+                    ),
                     limit=_READER_LIMIT,
                 )
         except OSError:  # TimeoutError is an OSError too

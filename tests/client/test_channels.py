@@ -462,3 +462,26 @@ def test_sync_get_iter_delegates_with_yield_from_and_keeps_its_response(
         assert len(list(gen)) == 5
         assert iterator.response is not None
         assert iterator.response.is_ok()
+
+
+async def test_tls_verifies_the_configured_server_hostname(
+    tls_ca: trustme.CA, make_client: Any
+) -> None:
+    # Reached by address, certified by name: the name to verify is given separately.
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("tstorage.test").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    tls_ca.configure_trust(client_context)
+    with serve(memory=True, tls=server_context) as running:
+        named = make_client(
+            running.host,
+            running.port,
+            ssl_context=client_context,
+            server_hostname="tstorage.test",
+            connect_timeout=5.0,
+        )
+        assert (await named.connect()).is_ok()
+        assert (await named.put(_records(3))).is_ok()
+        await named.close()
+        by_address = make_client(running.host, running.port, ssl_context=client_context)
+        assert (await by_address.connect()).result == ResponseStatus.DISCONNECTED

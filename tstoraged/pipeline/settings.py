@@ -31,6 +31,10 @@ class TargetSettings:
     timeout: float = 10.0
     ssl_context: ssl.SSLContext | None = None
     write_mode: WriteMode = "put"
+    connect_timeout: float | None = None
+    """Bound of connecting; default: ``timeout``."""
+    server_hostname: str | None = None
+    """Name to verify in the server certificate (TLS); default: ``host``."""
 
     @property
     def address(self) -> str:

@@ -52,6 +52,8 @@ class ChannelSink:
             BytesPayloadType(),
             timeout=settings.timeout,
             ssl_context=settings.ssl_context,
+            connect_timeout=settings.connect_timeout,
+            server_hostname=settings.server_hostname,
         )
 
     async def write(

@@ -39,6 +39,8 @@ def target_settings(settings: Settings) -> ps.TargetSettings:
         timeout=t.timeout,
         ssl_context=ssl_context(t.tls),
         write_mode=t.write_mode,
+        connect_timeout=t.connect_timeout,
+        server_hostname=t.tls.server_hostname,
     )
 
 
