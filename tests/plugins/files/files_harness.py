@@ -140,9 +140,11 @@ class HarnessContext(SourceContext):
                 emit.ack()
         self.acked = max(self.acked, count)
 
-    async def wait_until(self, predicate: Callable[[], bool], what: str = "") -> None:
+    async def wait_until(
+        self, predicate: Callable[[], bool], what: str = "", within_s: float = DEADLINE_S
+    ) -> None:
         """Wait (bounded) until ``predicate()`` holds; it is re-checked after every emit."""
-        deadline = time.monotonic() + DEADLINE_S
+        deadline = time.monotonic() + within_s
         while not predicate():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
