@@ -15,6 +15,7 @@ from tstorage_client._operations import (
     stream_operation,
 )
 from tstorage_client.payload_type import PayloadType
+from tstorage_client.protocol import wire
 from tstorage_client.protocol._codec import RecordsCodec, codec_for
 from tstorage_client.protocol.client import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -110,6 +111,13 @@ class _ChannelMixin(Generic[T]):
             skip_invalid=skip_invalid,
         )
         return put_operation(chunks)
+
+    @staticmethod
+    def _put_encoded_operation(request: bytes) -> Operation[ResponsePut]:
+        kind = wire.HEADER.unpack_from(request)[0] if len(request) >= wire.HEADER_SIZE else None
+        if kind not in (wire.RequestType.PUT, wire.RequestType.PUTA):
+            raise ValueError("not an encoded PUT or PUTA request")
+        return put_operation(iter((request,)))
 
     def _get_operation(self, key_min: Key, key_max: Key) -> Operation[ResponseGet[T]] | None:
         """None when the keys cannot be put on the wire (the request would be refused)."""

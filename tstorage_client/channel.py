@@ -119,6 +119,14 @@ class Channel(_ChannelMixin[T]):
         operation = self._put_operation(records, False, max_batch_size, skip_invalid)
         return self._request(operation, ResponsePut)
 
+    def put_encoded(self, request: bytes) -> ResponsePut:
+        """Send a PUT or PUTA request encoded earlier (``protocol.client.encode_put``).
+
+        For callers that keep requests as bytes, such as a disk spool: no records are built or
+        encoded again. ValueError if ``request`` is not a PUT or PUTA request.
+        """
+        return self._request(self._put_encoded_operation(request), ResponsePut)
+
     def puta(
         self,
         records: Iterable[Record[T]] | Any,

@@ -133,6 +133,10 @@ class AsyncChannel(_ChannelMixin[T]):
         operation = self._put_operation(records, True, max_batch_size, skip_invalid)
         return await self._request(operation, ResponsePut)
 
+    async def put_encoded(self, request: bytes) -> ResponsePut:
+        """Send a PUT or PUTA request encoded earlier (see ``Channel.put_encoded``)."""
+        return await self._request(self._put_encoded_operation(request), ResponsePut)
+
     async def get(self, key_min: Key, key_max: Key) -> ResponseGet[T]:
         """Read all records with ``key_min <= key < key_max`` (see ``Channel.get``)."""
         operation = self._get_operation(key_min, key_max)

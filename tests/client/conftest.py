@@ -52,6 +52,9 @@ class Client:
     async def puta(self, records: Any, **kwargs: Any) -> ResponsePut:
         return await self._call("puta", records, **kwargs)  # type: ignore[no-any-return]
 
+    async def put_encoded(self, request: bytes) -> ResponsePut:
+        return await self._call("put_encoded", request)  # type: ignore[no-any-return]
+
     async def get(self, key_min: Key = KEY_MIN, key_max: Key = KEY_MAX) -> ResponseGet[Any]:
         return await self._call("get", key_min, key_max)  # type: ignore[no-any-return]
 

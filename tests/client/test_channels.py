@@ -485,3 +485,23 @@ async def test_tls_verifies_the_configured_server_hostname(
         await named.close()
         by_address = make_client(running.host, running.port, ssl_context=client_context)
         assert (await by_address.connect()).result == ResponseStatus.DISCONNECTED
+
+
+async def test_an_encoded_put_request_is_sent_as_it_is(make_client: Any) -> None:
+    # What a spool keeps: the request bytes, sent later without building records again.
+    from tstorage_client.payload_type import StructPayloadType
+    from tstorage_client.protocol._codec import codec_for
+    from tstorage_client.protocol.client import encode_put
+
+    records = _records(7)
+    request = b"".join(encode_put(codec_for(StructPayloadType("<d")), records))
+    with serve(memory=True) as running:
+        client = make_client(running.host, running.port)
+        assert (await client.connect()).is_ok()
+        response = await client.put_encoded(request)
+        assert response.is_ok()
+        assert response.acq_min <= response.acq_max
+        assert _stripped((await client.get()).data) == _stripped(records)
+        with pytest.raises(ValueError, match="not an encoded PUT"):
+            await client.put_encoded(b"\x01\x00\x00\x00" + bytes(8))
+        await client.close()

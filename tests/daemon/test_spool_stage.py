@@ -62,6 +62,11 @@ async def test_acks_fire_once_durable_and_batches_come_back_in_order(tmp_path: P
         got_second = await stage.next_batch()
         assert got_first is not None
         assert got_second is not None
+        # Valid keys in cid order: kept as the ready request, decoded only when needed.
+        assert got_first.encoded is not None
+        assert len(got_first) == 10
+        got_first.materialize()
+        got_second.materialize()
         assert got_first.records == expected_first  # acq (puta) preserved
         assert got_second.records == expected_second
         assert got_first.segments == [("src", 10)]
@@ -85,6 +90,7 @@ async def test_a_reopened_spool_replays_what_was_not_committed(tmp_path: Path) -
     again = await open_stage(tmp_path)
     replayed = await again.next_batch()
     assert replayed is not None
+    replayed.materialize()
     assert [r.key.mid for r in replayed.records] == [3, 4, 5]
     assert [r.key.acq for r in replayed.records] == [5003, 5004, 5005]
     await again.aclose()
@@ -111,3 +117,23 @@ async def test_source_positions_survive_with_the_records(tmp_path: Path) -> None
     last = await open_stage(tmp_path)
     assert last.recovered_checkpoints == {"files": {"inode-7": 250, "inode-8": 40}}
     await last.aclose()
+
+
+async def test_batches_the_writer_must_check_or_reorder_keep_their_records(tmp_path: Path) -> None:
+    stage = await open_stage(tmp_path)
+    interleaved = make_batch(0, 0, 4, [])
+    interleaved.records = [
+        Record(Key(2 - i % 2, i, 1, i, 1), b"x") for i in range(4)
+    ]  # cids 2, 1, 2, 1: a request would regroup them by cid
+    invalid = make_batch(1, 0, 2, [])
+    invalid.records = [Record(Key(1, 1, 1, 1, 1), b"a"), Record(Key(-1, 1, 1, 1, 1), b"b")]
+    expected = [list(interleaved.records), list(invalid.records)]
+    await stage.submit(interleaved)
+    await stage.submit(invalid)
+    for records in expected:
+        batch = await stage.next_batch()
+        assert batch is not None
+        assert batch.encoded is None
+        assert batch.records == records
+        await stage.done(batch)
+    await stage.aclose()

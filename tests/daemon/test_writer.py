@@ -16,6 +16,7 @@ from tstoraged.pipeline.settings import RetrySettings, TargetSettings, WriteMode
 from tstoraged.pipeline.stage import MemoryHandoff
 from tstoraged.pipeline.testing import RecordingObserver, ScriptedSink
 from tstoraged.pipeline.validation import invalid_records
+from tstoraged.pipeline.wireform import decode_request, encode_request
 from tstoraged.pipeline.writer import Backoff, Writer
 
 OK, ERROR, DISCONNECTED = ResponseStatus.OK, ResponseStatus.ERROR, ResponseStatus.DISCONNECTED
@@ -266,3 +267,43 @@ async def test_rejects_written_before_a_batch_are_synced_before_its_acks_fire(tm
     batch = make_batch([], acks=[lambda: synced_before_ack.append(not dead._dirty)])
     await h.writer.deliver(batch)
     assert synced_before_ack == [True]
+
+
+def encoded_batch(recs, *, acks=()) -> Batch:
+    return Batch(
+        0,
+        "put",
+        [],
+        [("src", len(recs))],
+        list(acks),
+        0,
+        0.0,
+        0.0,
+        encoded=encode_request(recs, "put"),
+        encoded_count=len(recs),
+        decoder=decode_request,
+    )
+
+
+async def test_a_batch_kept_as_a_request_is_sent_as_it_is(tmp_path):
+    recs = records(30)
+    sink = ScriptedSink()
+    h = Harness(tmp_path, sink)
+    fired = []
+    await h.writer.deliver(encoded_batch(recs, acks=[lambda: fired.append(1)]))
+    assert sink.written == recs
+    assert len(sink.attempts) == 1
+    assert h.dead_letters() == []
+    assert fired == [1]
+
+
+async def test_a_refused_request_is_decoded_and_its_poison_isolated(tmp_path):
+    recs = records(20)
+    poison = {recs[5]}
+    sink = ScriptedSink(refuse=poison.__contains__)
+    h = Harness(tmp_path, sink)
+    fired = []
+    await h.writer.deliver(encoded_batch(recs, acks=[lambda: fired.append(1)]))
+    assert sink.written == [r for r in recs if r not in poison]
+    assert {d.record() for d in h.dead_letters()} == poison
+    assert fired == [1]

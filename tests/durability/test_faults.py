@@ -259,8 +259,9 @@ def test_damaged_spool_tail_and_middle_segment_daemon_reports_and_delivers_the_r
             assert "quarantin" in events, events[-2000:]
             assert daemon.terminate() == 0
         delivered = distinct_mids(port)
-        # Everything outside the damaged frames arrived: at most a few batches are lost.
-        assert 120000 - 4000 <= delivered < 120000, delivered
+        # Everything outside the damaged frames arrived: the flipped bytes touch at most two
+        # frames (they may straddle a boundary), the torn tail one: three batches of 2000.
+        assert 120000 - 3 * 2000 <= delivered < 120000, delivered
         assert (tmp_path / "state" / "spool" / "quarantine").is_dir()
     finally:
         server.kill()

@@ -73,13 +73,28 @@ class Batch:
     """Monotonic time of the batch's first record or ack."""
     sealed: float
     """Monotonic time the batch was closed."""
+    encoded: bytes | None = field(default=None, repr=False)
+    """The batch as a ready PUT/PUTA request (a spool keeps batches so): the writer sends it as
+    it is, and decodes ``records`` (:meth:`materialize`) only to handle records one by one."""
+    encoded_count: int = 0
+    """Number of records in ``encoded``."""
+    decoder: Callable[[bytes], list[Record[bytes]]] | None = field(default=None, repr=False)
+    """Turns ``encoded`` back into records."""
     _ends: list[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._ends = list(itertools.accumulate(count for _, count in self.segments))
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.encoded_count if self.encoded is not None else len(self.records)
+
+    def materialize(self) -> None:
+        """Decode ``encoded`` into ``records`` (for per-record handling such as splitting)."""
+        if self.encoded is not None:
+            if self.decoder is None:
+                raise ValueError("an encoded batch needs a decoder")
+            self.records = self.decoder(self.encoded)
+            self.encoded = None
 
     def source_of(self, index: int) -> str:
         """The source that emitted record ``index``."""
@@ -87,7 +102,7 @@ class Batch:
 
     def source_counts(self, start: int = 0, end: int | None = None) -> dict[str, int]:
         """Records per source within ``records[start:end]``."""
-        end = len(self.records) if end is None else end
+        end = len(self) if end is None else end
         counts: dict[str, int] = {}
         seg_start = 0
         for (source, _), seg_end in zip(self.segments, self._ends, strict=True):

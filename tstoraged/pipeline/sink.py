@@ -33,6 +33,9 @@ class Sink(Protocol):
         Connection failures may also surface as ``OSError`` / ``TimeoutError``.
         """
 
+    async def write_encoded(self, request: bytes) -> ResponseStatus:
+        """Send a PUT/PUTA request encoded earlier (a spooled batch); returns the status."""
+
     async def reset(self) -> None:
         """Drop the connection; the next write connects anew."""
 
@@ -60,16 +63,25 @@ class ChannelSink:
         self, records: Sequence[Record[bytes]], write_mode: WriteMode
     ) -> ResponseStatus:
         """Connect if needed, then put or puta. A failed connect is DISCONNECTED."""
+        if not await self._connected():
+            return ResponseStatus.DISCONNECTED
         channel = self._channel
-        if not channel.connected:
-            connected = await channel.connect()
-            if not connected:
-                return ResponseStatus(connected.result)
         if write_mode == "puta":
             response = await channel.puta(records)
         else:
             response = await channel.put(records)
         return ResponseStatus(response.result)
+
+    async def write_encoded(self, request: bytes) -> ResponseStatus:
+        """Connect if needed, then send the encoded request as it is."""
+        if not await self._connected():
+            return ResponseStatus.DISCONNECTED
+        response = await self._channel.put_encoded(request)
+        return ResponseStatus(response.result)
+
+    async def _connected(self) -> bool:
+        channel = self._channel
+        return channel.connected or (await channel.connect()).is_ok()
 
     async def reset(self) -> None:
         """Close the connection; the next write reconnects."""

@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from tstoraged.pipeline.batch import Batch
 from tstoraged.pipeline.deadletter import DeadLetterFile
 from tstoraged.pipeline.observer import PipelineObserver
 from tstoraged.pipeline.settings import WriteMode
+from tstoraged.pipeline.validation import invalid_records
+from tstoraged.pipeline.wireform import decode_request, encode_request
 from tstoraged.source import Ack
 from tstoraged.spool import DropReport, FsyncPolicy, OverflowPolicy, Spool, SpoolEntry
 
@@ -99,6 +102,18 @@ def _read_json(path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict):
         return {}
     return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
+
+
+FORMAT_REQUEST = "request"
+"""Metadata ``format`` of a batch stored as its PUT/PUTA request (else: record frames)."""
+
+_key_of = itemgetter(0)
+
+
+def _sendable_as_is(records: list[Record[bytes]], write_mode: WriteMode) -> bool:
+    """Valid keys, cids in order: the request then keeps the records' order (and sources)."""
+    cids = list(map(_key_of, map(_key_of, records)))
+    return cids == sorted(cids) and not invalid_records(records, write_mode)
 
 
 def encode_batch(records: list[Record[bytes]]) -> bytes:
@@ -219,7 +234,15 @@ class SpoolStage:
             # In the same durable frame as the records: a crash can never keep one without
             # the other.
             meta["checkpoints"] = checkpoints
-        seq = await self.spool.append(encode_batch(batch.records), meta)
+        records = batch.records
+        if _sendable_as_is(records, self._write_mode):
+            # The request itself: the writer sends these bytes without re-encoding anything.
+            meta["format"] = FORMAT_REQUEST
+            payload = encode_request(records, self._write_mode)
+        else:
+            # Records the writer must check or reorder (invalid keys, interleaved cids).
+            payload = encode_batch(records)
+        seq = await self.spool.append(payload, meta)
         # The records live on disk now; only the acks wait for the fsync (with fsync =
         # "interval" that is up to a second of batches, which must not stay in memory).
         batch.records = []
@@ -255,23 +278,29 @@ class SpoolStage:
             entry = await self._next_entry()
             if entry is None:
                 return None
-            try:
-                records = decode_batch(entry.payload)
-            except ValueError as exc:
-                # The frame's checksum was fine, so this is not disk damage but a bug or a
-                # foreign file: keep the bytes in the dead-letter file and go on.
-                log.error("spool_batch_undecodable", seq=entry.seq, error=str(exc))
-                self._dead_letters.write_raw(
-                    "spool", entry.payload, f"undecodable spooled batch: {exc}", origin=None
-                )
-                await self.spool.commit(entry.seq)
-                continue
+            records: list[Record[bytes]] = []
+            encoded: bytes | None = None
+            if entry.meta.get("format") == FORMAT_REQUEST:
+                encoded = entry.payload  # sent as it is; decoded only if TStorage refuses it
+            else:
+                try:
+                    records = decode_batch(entry.payload)
+                except ValueError as exc:
+                    # The frame's checksum was fine, so this is not disk damage but a bug or a
+                    # foreign file: keep the bytes in the dead-letter file and go on.
+                    log.error("spool_batch_undecodable", seq=entry.seq, error=str(exc))
+                    self._dead_letters.write_raw(
+                        "spool", entry.payload, f"undecodable spooled batch: {exc}", origin=None
+                    )
+                    await self.spool.commit(entry.seq)
+                    continue
             checkpoints = entry.meta.get("checkpoints")
             if isinstance(checkpoints, dict) and checkpoints:
                 self._pending_checkpoints[entry.seq] = checkpoints
+            count = len(records) if encoded is None else int(entry.meta.get("records", 0))
             segments = [(str(s), int(n)) for s, n in entry.meta.get("segments", [])]
-            if sum(n for _, n in segments) != len(records):
-                segments = [("spool", len(records))]
+            if sum(n for _, n in segments) != count:
+                segments = [("spool", count)]
             now = time.monotonic()
             return Batch(
                 seq=entry.seq,
@@ -282,6 +311,9 @@ class SpoolStage:
                 nbytes=len(entry.payload),
                 created=now,
                 sealed=now,
+                encoded=encoded,
+                encoded_count=count if encoded is not None else 0,
+                decoder=decode_request,
             )
 
     async def _next_entry(self) -> SpoolEntry | None:

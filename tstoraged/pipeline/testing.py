@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from tstorage_client.record import Record
 from tstorage_client.response import ResponseStatus
 from tstoraged.pipeline.settings import TargetSettings, WriteMode
+from tstoraged.pipeline.wireform import decode_request
 
 __all__ = ["RecordingObserver", "ScriptedSink"]
 
@@ -68,6 +69,11 @@ class ScriptedSink:
             return ResponseStatus.ERROR
         self.written.extend(records)
         return ResponseStatus.OK
+
+    async def write_encoded(self, request: bytes) -> ResponseStatus:
+        """Decode the request, then answer like :meth:`write`."""
+        mode: WriteMode = "puta" if request[:4] == b"\x06\x00\x00\x00" else "put"
+        return await self.write(decode_request(request), mode)
 
     async def reset(self) -> None:
         """Count the reconnect."""

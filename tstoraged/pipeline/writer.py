@@ -178,6 +178,8 @@ class Writer:
 
     async def deliver(self, batch: Batch) -> None:
         """Write or dead-letter every record of ``batch``, then fire its acks."""
+        if batch.encoded is not None and await self._deliver_encoded(batch):
+            return
         records = batch.records
         positions: Sequence[int] = range(len(records))
         problems = invalid_records(records, batch.write_mode)
@@ -194,7 +196,8 @@ class Writer:
         while parts:
             part = parts.popleft()
             indices = positions[part.lo : part.hi]
-            outcome = await self._put(_select(records, indices), batch.write_mode)
+            part_records = _select(records, indices)
+            outcome = await self._put(part_records, batch.write_mode, len(part_records))
             if outcome is ResponseStatus.OK:
                 for source, count in _source_counts(batch, indices).items():
                     self._observer.records_written(source, count)
@@ -228,6 +231,38 @@ class Writer:
         self._dead_letters.sync()
         batch.fire_acks()
 
+    async def _deliver_encoded(self, batch: Batch) -> bool:
+        """Send a batch kept as a ready request; True when that settled it.
+
+        False when TStorage refused it: the batch is then decoded into records and
+        :meth:`deliver` isolates the refused ones like for any other batch.
+        """
+        assert batch.encoded is not None
+        outcome = await self._put(batch.encoded, batch.write_mode, len(batch))
+        if outcome is ResponseStatus.OK:
+            for source, count in batch.source_counts().items():
+                self._observer.records_written(source, count)
+            self._dead_letters.sync()
+            batch.fire_acks()
+            return True
+        try:
+            batch.materialize()
+        except ValueError as exc:
+            # A bug, not disk damage (the spool checks every frame): keep the bytes, go on.
+            log.error("encoded_batch_undecodable", batch=batch.seq, error=str(exc))
+            self._dead_letters.write_raw("spool", batch.encoded, str(exc), origin=None)
+            for source, count in batch.source_counts().items():
+                self._observer.records_dead_lettered(source, count, "undecodable batch")
+            self._dead_letters.sync()
+            batch.fire_acks()
+            return True
+        if isinstance(outcome, _GaveUp):
+            self._dead_letter(batch, range(len(batch.records)), outcome.reason)
+            self._dead_letters.sync()
+            batch.fire_acks()
+            return True
+        return False
+
     def _dead_letter(self, batch: Batch, indices: Sequence[int], reason: str) -> None:
         if not indices:
             return
@@ -242,7 +277,7 @@ class Writer:
         log.error("records_dead_lettered", batch=batch.seq, count=len(indices), reason=reason)
 
     async def _put(
-        self, records: Sequence[Record[bytes]], write_mode: WriteMode
+        self, records: Sequence[Record[bytes]] | bytes, write_mode: WriteMode, count: int
     ) -> Literal[ResponseStatus.OK] | _Refused | _GaveUp:
         """One write with retries of transient failures; OK, a refusal status, or give-up."""
         settings = self._retry
@@ -257,7 +292,7 @@ class Writer:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(records, write_mode)
+                    return await self._attempt(records, write_mode, count)
         except TransientWriteError as exc:
             attempts = retrying.statistics.get("attempt_number", "?")
             return _GaveUp(f"gave up after {attempts} attempts: {exc}")
@@ -276,12 +311,16 @@ class Writer:
         )
 
     async def _attempt(
-        self, records: Sequence[Record[bytes]], write_mode: WriteMode
+        self, records: Sequence[Record[bytes]] | bytes, write_mode: WriteMode, count: int
     ) -> Literal[ResponseStatus.OK] | _Refused:
+        """One write of ``count`` records, given as records or as a ready request."""
         sink = await self._current_sink()
         started = time.perf_counter()
         try:
-            status = await sink.write(records, write_mode)
+            if isinstance(records, bytes):
+                status = await sink.write_encoded(records)
+            else:
+                status = await sink.write(records, write_mode)
         except (OSError, TimeoutError) as exc:
             await self._drop_connection(sink)
             raise TransientWriteError(f"{type(exc).__name__}: {exc}") from exc
@@ -289,7 +328,7 @@ class Writer:
             # The client could not encode or send these records (a case validation missed).
             # Treated like a refusal: isolated and dead-lettered instead of crashing the
             # daemon, which would only replay the same records into the same error.
-            log.exception("write_failed", target=sink.target, records=len(records))
+            log.exception("write_failed", target=sink.target, records=count)
             await self._drop_connection(sink)
             return _Refused(f"write failed: {type(exc).__name__}: {exc}")
         if status is ResponseStatus.DISCONNECTED:
@@ -299,8 +338,11 @@ class Writer:
         if status == ResponseStatus.OK:
             self.last_write_ok = time.time()
             seconds = time.perf_counter() - started
-            nbytes = REQUEST_OVERHEAD + records_wire_size(records, record_overhead(write_mode))
-            self._observer.batch_written(len(records), nbytes, seconds)
+            if isinstance(records, bytes):
+                nbytes = len(records)
+            else:
+                nbytes = REQUEST_OVERHEAD + records_wire_size(records, record_overhead(write_mode))
+            self._observer.batch_written(count, nbytes, seconds)
             return ResponseStatus.OK
         # The server closes the connection after an error answer.
         await self._drop_connection(sink)
