@@ -6,9 +6,12 @@ sources may forget those records. The writer reads batches back from the spool i
 commits each after TStorage answered OK (or it was dead-lettered), which frees the disk space.
 After a crash or restart, every batch not committed is delivered again, oldest first.
 
-A batch is stored as GET record frames (``int32 n, key, payload`` with the full key, acq
-included), so a ``puta`` batch keeps the acq assigned when it was sealed through every replay,
-and is decoded with the client's fast record decoder.
+A batch is stored as the PUT/PUTA request that will carry it (``wireform``), so the writer
+sends those bytes as they are and decodes records only if TStorage refuses the batch; a
+``puta`` request carries the acq assigned when the batch was sealed, through every replay.
+Batches the writer must check record by record (an invalid key) or whose order a request
+would change (cids interleaved) are stored as GET record frames instead (``int32 n``, full
+key, payload), decoded with the client's fast record decoder; the frame's metadata says which.
 """
 
 from __future__ import annotations
