@@ -1,4 +1,14 @@
-"""Helpers for testing tstoraged and its plugins against the real daemon process.
+"""Helpers for testing tstoraged and its plugins.
+
+A source plugin's unit tests drive the source with :class:`RecordingContext`: the daemon's
+own source context (compiled mapping, dead-lettering, checkpoint handling) with the pipeline
+replaced by lists::
+
+    context = RecordingContext(MyConfig(type="mine", name="test", ...), tmp_path)
+    await MySource(context.config, context).read_once()
+    (records,) = context.emitted
+
+Whole-daemon tests run the real process::
 
     with NotifySocket(tmp_path) as notify, DaemonProcess(config_path, notify=notify) as daemon:
         notify.wait_for("READY=1")
@@ -22,11 +32,111 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["DaemonProcess", "NotifySocket", "wait_until"]
+from tstorage_client.record import Record
+from tstoraged.mapping.codecs import CodecType
+from tstoraged.mapping.compile import compile_mapping
+from tstoraged.pipeline.deadletter import DeadLetterFile
+from tstoraged.pipeline.observer import NullObserver
+from tstoraged.pipeline.spooled import CheckpointedAck
+from tstoraged.runtime.context import CoreSourceContext, source_state_dir
+from tstoraged.source import Ack, SourceConfig
+
+__all__ = ["DaemonProcess", "NotifySocket", "RecordingContext", "Rejected", "wait_until"]
+
+
+class Rejected(NamedTuple):
+    """One input a source (or its mapping) refused."""
+
+    raw: object
+    reason: str
+    origin: str
+
+
+class RecordingContext(CoreSourceContext):
+    """The daemon's source context with the pipeline replaced by lists, for plugin tests.
+
+    ``map``, ``map_many`` and ``reject`` are the core's own (the real compiled mapping; refused
+    input is also written to ``<state_dir>/dead-letter.jsonl``). What the source emits is kept
+    in :attr:`emitted` (one list per ``emit``), its rejects in :attr:`rejected`, the positions
+    given with ``emit(..., checkpoint=...)`` in :attr:`checkpoints`. Acks fire at once unless
+    ``auto_ack=False``; then :meth:`ack_through` fires them, in order, when the test says so.
+    ``durable`` is what :meth:`durable_checkpoints` answers (as a spool would after a crash).
+    ``codecs`` defaults to the built-in ones, found through their entry point.
+    """
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        state_dir: str | os.PathLike[str],
+        *,
+        codecs: Mapping[str, CodecType[Any]] | None = None,
+        auto_ack: bool = True,
+        durable: Mapping[str, Any] | None = None,
+    ) -> None:
+        if codecs is None:
+            from tstoraged.plugins import PluginManager
+
+            codecs = PluginManager.from_entry_points({"TSTORAGED_LOAD_PLUGINS": "codecs"}).codecs
+        root = Path(state_dir)
+        self.config = config
+        self.auto_ack = auto_ack
+        self.emitted: list[list[Record[bytes]]] = []
+        self.acks: list[Ack | None] = []
+        self.acked = 0
+        """Number of emits acknowledged so far."""
+        self.rejected: list[Rejected] = []
+        self.origins: list[str] = []
+        """The origins given to :meth:`map`, in call order."""
+        self.checkpoints: dict[str, Any] = {}
+        super().__init__(
+            config.name,
+            mapping=compile_mapping(config, codecs),
+            emit=self._record,
+            dead_letters=DeadLetterFile(root / "dead-letter.jsonl"),
+            observer=NullObserver(),
+            state_dir=source_state_dir(root, config.name),
+            durable_checkpoints=durable,
+        )
+
+    @property
+    def records(self) -> list[Record[bytes]]:
+        """Every record emitted, in order."""
+        return [record for records in self.emitted for record in records]
+
+    def map(
+        self,
+        fields: Mapping[str, Any],
+        *,
+        origin: str,
+        raw: object = None,
+        received_ns: int | None = None,
+    ) -> Record[bytes] | None:
+        self.origins.append(origin)
+        return super().map(fields, origin=origin, raw=raw, received_ns=received_ns)
+
+    def reject(self, raw: object, reason: str, *, origin: str) -> None:
+        self.rejected.append(Rejected(raw, reason, origin))
+        super().reject(raw, reason, origin=origin)
+
+    async def _record(self, records: Sequence[Record[bytes]], ack: Ack | None) -> None:
+        self.emitted.append(list(records))
+        self.acks.append(ack)
+        if isinstance(ack, CheckpointedAck):
+            self.checkpoints.update(ack.checkpoint)
+        if self.auto_ack:
+            self.ack_through(len(self.acks))
+
+    def ack_through(self, count: int) -> None:
+        """Fire the acks of the first ``count`` emits (those not fired yet), in order."""
+        while self.acked < min(count, len(self.acks)):
+            ack = self.acks[self.acked]
+            self.acked += 1
+            if ack is not None:
+                ack()
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

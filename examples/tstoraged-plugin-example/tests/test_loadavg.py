@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from recording_context import RecordingContext
 from tstoraged_example import LoadAvgConfig, LoadAvgSource, parse_loadavg
 from tstoraged_example.plugin import tstoraged_source_types
 
 from tstoraged import SourceType
+from tstoraged.testing import RecordingContext
 
 LINE = "0.52 0.58 0.59 2/1234 56789\n"
 
@@ -22,7 +22,7 @@ def make_source(path: Path, **settings: object) -> tuple[LoadAvgSource, Recordin
     config = LoadAvgConfig.model_validate(
         {"type": "loadavg", "name": "load", "path": str(path), **settings}
     )
-    context = RecordingContext(config, path.parent)
+    context = RecordingContext(config, path.parent / "state")
     return LoadAvgSource(config, context), context
 
 
@@ -85,6 +85,9 @@ async def test_garbage_is_rejected_not_emitted(tmp_path):
     assert raw == "garbage\n"
     assert "not a loadavg line" in reason
     assert origin == str(path)
+    # The core's reject path ran too: the line is in the dead-letter file with its reason.
+    dead = (path.parent / "state" / "dead-letter.jsonl").read_text()
+    assert "not a loadavg line" in dead
 
 
 async def test_missing_file_fails_the_source(tmp_path):
