@@ -75,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tstoraged`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from tstoraged.cli._common import print_problems
+    from tstoraged.config.errors import ConfigError
+
     try:
         status: int = args._run(args)
+    except ConfigError as exc:
+        # Any command that reads the config: one line per problem, exit 2.
+        print_problems(exc.problems)
+        return EXIT_CONFIG_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tstoraged.cli import EXIT_CONFIG_ERROR, EXIT_OK, Subcommand
-from tstoraged.cli._common import add_config_argument, load_settings, print_problems
+from tstoraged.cli import EXIT_OK, Subcommand
+from tstoraged.cli._common import add_config_argument, load_settings
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,13 +23,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tstoraged.config import ConfigError, render_config
+    from tstoraged.config import render_config
 
-    try:
-        settings, plugins = load_settings(args)
-    except ConfigError as exc:
-        print_problems(exc.problems)
-        return EXIT_CONFIG_ERROR
+    settings, plugins = load_settings(args)
     used = {source.type for source in settings.sources}
     for info in plugins.unavailable.values():
         # Unused unavailable plugins do not stop the daemon; say so without failing.

@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tstoraged.cli import EXIT_CONFIG_ERROR, EXIT_FAILURE, EXIT_OK, Subcommand
-from tstoraged.cli._common import add_config_argument, load_settings, print_problems
+from tstoraged.cli import EXIT_FAILURE, EXIT_OK, Subcommand
+from tstoraged.cli._common import add_config_argument, load_settings
 
 if TYPE_CHECKING:
     from tstoraged.config import Settings
@@ -201,16 +201,10 @@ def _none(path: Path | None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tstoraged.config import ConfigError
-
     if args.action == "show" and args.file is not None:
         # Looking at a copied file needs no config.
         return _show(args, args.file) if args.file.exists() else _none(args.file)
-    try:
-        settings, _ = load_settings(args)
-    except ConfigError as exc:
-        print_problems(exc.problems)
-        return EXIT_CONFIG_ERROR
+    settings, _ = load_settings(args)
     path = args.file or settings.daemon.dead_letter.file
     if path is None or not (path.exists() or path.with_name(path.name + ".1").exists()):
         return _none(path)

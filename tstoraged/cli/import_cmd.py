@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tstoraged.cli import EXIT_CONFIG_ERROR, EXIT_FAILURE, EXIT_OK, Subcommand
-from tstoraged.cli._common import add_config_argument, load_settings, print_problems
+from tstoraged.cli._common import add_config_argument, load_settings
 
 if TYPE_CHECKING:
     from tstoraged.config import Settings
@@ -155,16 +155,12 @@ async def _run_import(daemon: Daemon, show_progress: bool) -> tuple[int, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tstoraged.config import ConfigError
     from tstoraged.observe.logging import configure_logging
     from tstoraged.runtime.app import Daemon
 
+    settings, plugins = load_settings(args)
     try:
-        settings, plugins = load_settings(args)
         settings = _import_settings(settings, plugins, args)
-    except ConfigError as exc:
-        print_problems(exc.problems)
-        return EXIT_CONFIG_ERROR
     except (ImportSetupError, ValueError) as exc:
         print(f"tstoraged import: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from tstoraged.cli import EXIT_CONFIG_ERROR, Subcommand
-from tstoraged.cli._common import add_config_argument, load_settings, print_problems
+from tstoraged.cli import Subcommand
+from tstoraged.cli._common import add_config_argument, load_settings
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,14 +19,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tstoraged.config import ConfigError, config_path
+    from tstoraged.config import config_path
     from tstoraged.runtime.app import run
 
-    try:
-        settings, plugins = load_settings(args)
-    except ConfigError as exc:
-        print_problems(exc.problems)
-        return EXIT_CONFIG_ERROR
+    settings, plugins = load_settings(args)
     if args.log_level:
         settings = settings.model_copy(
             update={"log": settings.log.model_copy(update={"level": args.log_level})}
