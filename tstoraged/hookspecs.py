@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tstoraged._markers import hookspec
 
 if TYPE_CHECKING:
+    from tstoraged.cli import Subcommand
     from tstoraged.mapping.codecs import CodecType
     from tstoraged.source import SourceType
 
@@ -42,4 +43,16 @@ def tstoraged_payload_codecs() -> list[CodecType[Any]]:
     ``payload = { codec = "<name>", ... }`` in a source's mapping, its pydantic config model,
     and a factory that compiles a validated config into a function ``fields -> bytes``.
     The factory runs once at start; the function runs per record and should be cheap.
+    """
+
+
+@hookspec
+def tstoraged_commands() -> list[Subcommand]:
+    """Contribute ``tstoraged <name>`` subcommands (e.g. ``tstoraged modbus probe``).
+
+    Called when the command line is parsed. Return a list of :class:`tstoraged.cli.Subcommand`:
+    the command's name and help, a function adding its options to an ``argparse`` parser, and
+    the function that runs it (returning the exit status). Keep heavy imports inside ``run``,
+    so that ``tstoraged --help`` stays quick. A name already taken by a built-in command or
+    another plugin is refused and reported by ``tstoraged plugins``.
     """

@@ -26,6 +26,7 @@ from tstoraged._markers import PROJECT_NAME
 from tstoraged.source import SourceConfig, SourceType
 
 if TYPE_CHECKING:
+    from tstoraged.cli import Subcommand
     from tstoraged.mapping.codecs import CodecType
 
 __all__ = ["ENTRY_POINT_GROUP", "LOAD_PLUGINS_ENV", "PluginInfo", "PluginManager"]
@@ -46,6 +47,7 @@ class PluginInfo:
     version: str | None = None
     source_types: tuple[str, ...] = ()
     codecs: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
     hooks: tuple[str, ...] = ()
     reason: str | None = None
     """Why an unavailable plugin could not be loaded."""
@@ -55,7 +57,7 @@ class PluginInfo:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``tstoraged plugins --json``)."""
         data = asdict(self)
-        for key in ("source_types", "codecs", "hooks"):
+        for key in ("source_types", "codecs", "commands", "hooks"):
             data[key] = list(data[key])
         return data
 
@@ -73,6 +75,8 @@ class _Origin:
 class _Collected:
     source_types: dict[str, SourceType] = field(default_factory=dict)
     codecs: dict[str, CodecType[Any]] = field(default_factory=dict)
+    commands: dict[str, Subcommand] = field(default_factory=dict)
+    command_owners: dict[str, str] = field(default_factory=dict)
     owners: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -195,6 +199,11 @@ class PluginManager:
         return self._collect().codecs
 
     @property
+    def commands(self) -> Mapping[str, Subcommand]:
+        """``tstoraged`` subcommands contributed by plugins, by name."""
+        return self._collect().commands
+
+    @property
     def problems(self) -> tuple[str, ...]:
         """Errors among the plugins (name clashes, broken hooks); the daemon refuses to start."""
         return tuple(self._collect().problems)
@@ -221,6 +230,7 @@ class PluginManager:
         for name, plugin in self.pluggy.list_name_plugin():
             origin = self._origins.get(name, _Origin())
             sources, codecs = collected.owners.get(name, ([], []))
+            commands = [cmd for cmd, owner in collected.command_owners.items() if owner == name]
             hooks = sorted(caller.name for caller in self.pluggy.get_hookcallers(plugin) or [])
             infos.append(
                 PluginInfo(
@@ -231,6 +241,7 @@ class PluginManager:
                     version=origin.version,
                     source_types=tuple(sources),
                     codecs=tuple(codecs),
+                    commands=tuple(commands),
                     hooks=tuple(hooks),
                 )
             )
@@ -243,6 +254,7 @@ class PluginManager:
             self._collected = _Collected()
             self._collect_hook("tstoraged_source_types", self._add_source_type)
             self._collect_hook("tstoraged_payload_codecs", self._add_codec)
+            self._collect_hook("tstoraged_commands", self._add_command)
         return self._collected
 
     def _collect_hook(self, hook_name: str, add: Any) -> None:
@@ -291,6 +303,25 @@ class PluginManager:
         self._claim(plugin_name, "codec", codec.name, self._collected.codecs)
         self._collected.codecs.setdefault(codec.name, codec)
         self._collected.owners.setdefault(plugin_name, ([], []))[1].append(codec.name)
+
+    def _add_command(self, plugin_name: str, command: Any) -> None:
+        from tstoraged.cli import Subcommand, builtin_command_names
+
+        assert self._collected is not None
+        if not isinstance(command, Subcommand):
+            raise TypeError(f"expected tstoraged.cli.Subcommand items, got {command!r}")
+        if command.name in builtin_command_names():
+            raise _NameClash(
+                f"plugin {plugin_name!r}: command {command.name!r} is a built-in command"
+            )
+        other = self._collected.command_owners.get(command.name)
+        if other is not None:
+            raise _NameClash(
+                f"command {command.name!r} is contributed by both plugin {other!r} "
+                f"and plugin {plugin_name!r}"
+            )
+        self._collected.commands[command.name] = command
+        self._collected.command_owners[command.name] = plugin_name
 
     def _claim(self, plugin_name: str, kind: str, name: str, registry: Mapping[str, Any]) -> None:
         """Raise when another plugin already contributed ``name``."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import structlog
 
     from tstorage_client.record import Record
+    from tstoraged.observe.source_metrics import SourceMetrics
 
 __all__ = ["Ack", "Source", "SourceConfig", "SourceContext", "SourceType"]
 
@@ -144,6 +145,37 @@ class SourceContext(ABC):
         source's own checkpoint. Empty when the core keeps none (spool disabled).
         """
         return {}
+
+    # -- reporting: what operators see of the source -------------------------------------------
+
+    def set_details(self, details: Mapping[str, Any]) -> None:  # noqa: B027 (optional; default ignores)
+        """Publish the source's own state, replacing what it published before.
+
+        ``details`` is a JSON-able mapping (e.g. ``{"connection": "connected",
+        "last_message": 1764612000.5}`` or one entry per device); ``/status`` shows it under
+        ``sources.<name>.details`` and ``tstoraged status`` lists it below the source table.
+        Cheap enough to call on every state change; keep it small (it is served as is).
+        """
+
+    def set_problem(self, problem: str | None) -> None:  # noqa: B027 (optional; default ignores)
+        """Say that the source cannot do its work right now, and why; ``None`` clears it.
+
+        For trouble a source handles itself without raising (a broker it keeps reconnecting
+        to, every device of a bus silent): while a problem is set the daemon is not ready
+        (``/readyz`` answers 503 with the source and the problem) and ``tstoraged status``
+        shows it. A source that raises from :meth:`Source.run` need not call this: the core
+        reports the failure itself. The problem is cleared when the source is restarted.
+        """
+
+    @property
+    def metrics(self) -> SourceMetrics:
+        """Counters and gauges of this source's own (``tstoraged_<name>{source=...}``).
+
+        See :mod:`tstoraged.observe.source_metrics`. The default goes nowhere.
+        """
+        from tstoraged.observe.source_metrics import NullSourceMetrics
+
+        return NullSourceMetrics()
 
 
 class Source(ABC):

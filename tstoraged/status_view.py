@@ -179,17 +179,48 @@ def _sources_table(sources: Mapping[str, Mapping[str, Any]]) -> Table:
     for name, src in sources.items():
         state = str(src.get("state", "unknown"))
         errors = int(src.get("errors", 0))
+        problem = src.get("problem")
         table.add_row(
             name,
-            Text(state, style=_STATE_STYLES.get(state, "red")),
+            Text(state, style=_STATE_STYLES.get(state, "red") if not problem else "red"),
             human_count(src.get("received_per_s", 0)),
             str(src.get("received", 0)),
             str(src.get("written", 0)),
             Text(str(errors), style="red" if errors else ""),
-            src.get("last_error") or "",
+            Text(str(problem), style="red") if problem else (src.get("last_error") or ""),
         )
     if not sources:
         table.add_row("(no sources)", "", "", "", "", "", "")
+    return table
+
+
+def _detail_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_detail_value(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_detail_value(v) for v in value)
+    return str(value)
+
+
+def _details_table(sources: Mapping[str, Mapping[str, Any]]) -> Table | None:
+    """What sources publish about themselves (``context.set_details``), one row per entry."""
+    rows = [
+        (name, str(key), _detail_value(value))
+        for name, src in sources.items()
+        for key, value in (src.get("details") or {}).items()
+    ]
+    if not rows:
+        return None
+    table = Table(expand=False, title="Source details", title_justify="left")
+    table.add_column("Source")
+    table.add_column("Item")
+    table.add_column("Value", overflow="fold", max_width=80)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -201,7 +232,14 @@ def render_status(snapshot: Mapping[str, Any], now: float | None = None) -> Rend
     reference = snapshot.get("now") if now is None else now
     if reference is None:
         reference = time.time()
-    return Group(_header(snapshot, float(reference)), _sources_table(snapshot["sources"]))
+    parts: list[RenderableType] = [
+        _header(snapshot, float(reference)),
+        _sources_table(snapshot["sources"]),
+    ]
+    details = _details_table(snapshot["sources"])
+    if details is not None:
+        parts.append(details)
+    return Group(*parts)
 
 
 def _poll(

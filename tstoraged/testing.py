@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from tstorage_client.record import Record
 from tstoraged.mapping.codecs import CodecType
 from tstoraged.mapping.compile import compile_mapping
+from tstoraged.observe.metrics import Metrics
 from tstoraged.pipeline.deadletter import DeadLetterFile
 from tstoraged.pipeline.observer import NullObserver
 from tstoraged.pipeline.spooled import CheckpointedAck
@@ -66,6 +67,10 @@ class RecordingContext(CoreSourceContext):
     ``auto_ack=False``; then :meth:`ack_through` fires them, in order, when the test says so.
     ``durable`` is what :meth:`durable_checkpoints` answers (as a spool would after a crash).
     ``codecs`` defaults to the built-in ones, found through their entry point.
+
+    What the source reports is kept too: :attr:`problem` and :attr:`details` (the latest
+    ``set_problem`` / ``set_details``), and its own metrics in a real registry, read with
+    :meth:`metric_value`.
     """
 
     def __init__(
@@ -92,6 +97,8 @@ class RecordingContext(CoreSourceContext):
         self.origins: list[str] = []
         """The origins given to :meth:`map`, in call order."""
         self.checkpoints: dict[str, Any] = {}
+        self.reports = Metrics(process_metrics=False)
+        """The daemon's own metrics object, receiving this context's reports."""
         super().__init__(
             config.name,
             mapping=compile_mapping(config, codecs),
@@ -100,6 +107,29 @@ class RecordingContext(CoreSourceContext):
             observer=NullObserver(),
             state_dir=source_state_dir(root, config.name),
             durable_checkpoints=durable,
+            reporter=self.reports,
+        )
+
+    @property
+    def problem(self) -> str | None:
+        """The problem the source reports now (``set_problem``), or None."""
+        return self.reports.source_problems().get(self.name)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The details the source published last (``set_details``)."""
+        details: dict[str, Any] = (
+            self.reports.snapshot()["sources"].get(self.name, {}).get("details", {})
+        )
+        return details
+
+    def metric_value(self, name: str, **labels: str) -> float | None:
+        """The value of the source's own series ``tstoraged_<name>``, or None if it does not exist.
+
+        A counter's series is named with ``_total``: ``metric_value("mqtt_messages_total")``.
+        """
+        return self.reports.registry.get_sample_value(
+            f"tstoraged_{name}", {"source": self.name, **labels}
         )
 
     @property

@@ -41,6 +41,7 @@ def test_plugins_json_lists_loaded_and_unavailable_plugins(cli_env):
         "version": "1.2.3",
         "source_types": ["topics"],
         "codecs": ["fixed"],
+        "commands": [],
         "hooks": ["tstoraged_payload_codecs", "tstoraged_source_types"],
         "reason": None,
         "install_hint": None,
@@ -68,6 +69,7 @@ def test_plugins_text_output_shows_package_version_and_status(cli_env):
         "  status: loaded",
         "  source types: topics",
         "  codecs: fixed",
+        "  commands: -",
         "  hooks: tstoraged_payload_codecs, tstoraged_source_types",
     ]
 

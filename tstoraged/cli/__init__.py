@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tstoraged import __version__
 
-__all__ = ["SUBCOMMAND_MODULES", "Subcommand", "build_parser", "main"]
+__all__ = ["SUBCOMMAND_MODULES", "Subcommand", "build_parser", "builtin_command_names", "main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -52,6 +52,18 @@ def _subcommands() -> list[Subcommand]:
     return [importlib.import_module(module).COMMAND for module in SUBCOMMAND_MODULES]
 
 
+def builtin_command_names() -> frozenset[str]:
+    """Names of the built-in commands (a plugin cannot take them)."""
+    return frozenset(command.name for command in _subcommands())
+
+
+def _plugin_subcommands() -> list[Subcommand]:
+    """Commands contributed by plugins (``tstoraged_commands``), after the built-in ones."""
+    from tstoraged.plugins import PluginManager
+
+    return list(PluginManager.from_entry_points().commands.values())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
@@ -63,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         version=f"tstoraged {__version__} (Python {platform.python_version()})",
     )
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for command in _subcommands():
+    for command in [*_subcommands(), *_plugin_subcommands()]:
         sub = commands.add_parser(
             command.name, help=command.help, description=command.description or command.help
         )

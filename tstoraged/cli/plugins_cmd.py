@@ -44,6 +44,7 @@ def _describe(info: PluginInfo) -> str:
             "  status: loaded",
             f"  source types: {', '.join(info.source_types) or '-'}",
             f"  codecs: {', '.join(info.codecs) or '-'}",
+            f"  commands: {', '.join(info.commands) or '-'}",
             f"  hooks: {', '.join(info.hooks) or '-'}",
         ]
     else:

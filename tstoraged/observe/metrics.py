@@ -12,7 +12,7 @@ one, so tests and several daemons in one process do not collide.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -28,6 +28,7 @@ from prometheus_client import (
 from tstoraged import __version__
 from tstoraged.observe.humanize import human_bytes, human_count
 from tstoraged.observe.rates import MovingRate
+from tstoraged.observe.source_metrics import PluginMetricFamilies, SourceMetrics
 
 __all__ = ["MAX_REASONS", "RUNNING", "Metrics", "SourceStats"]
 
@@ -84,12 +85,14 @@ class SourceStats:
 
     __slots__ = (
         "dead_lettered",
+        "details",
         "dropped",
         "in_rate",
         "last_error",
         "last_error_at",
         "last_write",
         "out_rate",
+        "problem",
         "received",
         "received_counter",
         "rejected",
@@ -114,6 +117,10 @@ class SourceStats:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.state = "unknown"
+        self.problem: str | None = None
+        """What the source itself reports it cannot do (``context.set_problem``)."""
+        self.details: Mapping[str, Any] = {}
+        """The source's own state (``context.set_details``)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-able view used by ``/status``."""
@@ -130,6 +137,8 @@ class SourceStats:
             "last_write": self.last_write,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "problem": self.problem,
+            "details": dict(self.details),
         }
 
 
@@ -167,6 +176,7 @@ class Metrics:
         self.retries = 0
         self.last_successful_write: float | None = None
         self._define(self.registry)
+        self._plugin_families = PluginMetricFamilies(self.registry)
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -275,9 +285,32 @@ class Metrics:
         stats = self._source(source)
         stats.state = state
         stats.up_gauge.set(1 if state == RUNNING else 0)
+        if state == "starting":
+            stats.problem = None  # a new instance reports its own problems
+
+    def source_problem(self, source: str, problem: str | None) -> None:
+        """What a source reports it cannot do right now (``None``: it can again)."""
+        self._source(source).problem = None if problem is None else str(problem)[:500]
+
+    def source_details(self, source: str, details: Mapping[str, Any]) -> None:
+        """The source's own state, shown by ``/status`` (replaces what it reported before)."""
+        self._source(source).details = dict(details)
+
+    def source_metrics(self, source: str) -> SourceMetrics:
+        """The counters and gauges a source defines for itself (``context.metrics``)."""
+        return self._plugin_families.for_source(source)
+
+    def source_problems(self) -> dict[str, str]:
+        """Sources that currently report a problem, with the problem."""
+        return {
+            name: stats.problem
+            for name, stats in sorted(self._sources.items())
+            if stats.problem is not None
+        }
 
     def remove_source(self, source: str) -> None:
         """Forget a source removed by a config reload (its series disappear from /metrics)."""
+        self._plugin_families.remove_source(source)
         if self._sources.pop(source, None) is None:
             return
         for family in (self.received_total, self.written_total, self.source_up):

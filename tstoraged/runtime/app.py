@@ -261,6 +261,7 @@ class Daemon:
             emit=self.pipeline.emitter(config.name),
             dead_letters=self.dead_letters,
             observer=self.metrics,
+            reporter=self.metrics,
             state_dir=source_state_dir(self.settings.daemon.state_dir, config.name),
             durable_checkpoints=(
                 self._spool_stage.recovered_checkpoints.get(config.name)
@@ -282,11 +283,20 @@ class Daemon:
         await self.http.start()
 
     def readiness(self) -> Readiness:
-        """Ready when the pipeline runs, TStorage is reachable (or spooled) and no source fails."""
+        """Whether the daemon takes data; not ready names the first reason found.
+
+        Ready when the pipeline runs, TStorage is reachable (or the spool takes the data), no
+        source is failing and none reports a problem (``context.set_problem``).
+        """
         if self._pipeline_task is None or self._pipeline_task.done():
             return Readiness(False, "pipeline not running")
         if self.supervisor is not None and not self.supervisor.states_ok():
             return Readiness(False, "a source is failing")
+        problems = self.metrics.source_problems()
+        if problems:
+            name, problem = next(iter(problems.items()))
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            return Readiness(False, f"source {name}: {problem}{more}")
         if self._spool_stage is not None and self._spool_stage.spool.stats().blocked:
             return Readiness(False, "spool full: sources are waiting for TStorage")
         connections = self.metrics.snapshot()["connections"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -16,7 +16,10 @@ from tstoraged.pipeline.pipeline import Emit
 from tstoraged.pipeline.spooled import CheckpointedAck
 from tstoraged.source import Ack, SourceContext
 
-__all__ = ["CoreSourceContext", "source_state_dir"]
+if TYPE_CHECKING:
+    from tstoraged.observe.source_metrics import SourceMetrics
+
+__all__ = ["CoreSourceContext", "SourceReporter", "source_state_dir"]
 
 # Everything a compiled mapping may raise on bad field values; anything else is a bug.
 _MAPPING_FAILURES = (ValueError, TypeError, KeyError, OverflowError, ArithmeticError)
@@ -27,6 +30,19 @@ def source_state_dir(state_dir: Path, name: str) -> Path:
     path = state_dir / "sources" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class SourceReporter(Protocol):
+    """Where a source's own reports go (the daemon's :class:`tstoraged.observe.metrics.Metrics`)."""
+
+    def source_problem(self, source: str, problem: str | None) -> None:
+        """The source cannot do its work right now (None: it can again)."""
+
+    def source_details(self, source: str, details: Mapping[str, Any]) -> None:
+        """The source's own state for ``/status``."""
+
+    def source_metrics(self, source: str) -> SourceMetrics:
+        """The source's own counters and gauges."""
 
 
 class CoreSourceContext(SourceContext):
@@ -42,6 +58,7 @@ class CoreSourceContext(SourceContext):
         observer: PipelineObserver,
         state_dir: Path,
         durable_checkpoints: Mapping[str, Any] | None = None,
+        reporter: SourceReporter | None = None,
     ) -> None:
         self.name = name
         self.log = structlog.get_logger("tstoraged.source").bind(source=name)
@@ -52,6 +69,8 @@ class CoreSourceContext(SourceContext):
         self._emit = emit
         self._dead_letters = dead_letters
         self._observer = observer
+        self._reporter = reporter
+        self._metrics: SourceMetrics | None = None
 
     def map(
         self,
@@ -99,6 +118,23 @@ class CoreSourceContext(SourceContext):
 
     def durable_checkpoints(self) -> Mapping[str, Any]:
         return self._durable_checkpoints
+
+    def set_details(self, details: Mapping[str, Any]) -> None:
+        if self._reporter is not None:
+            self._reporter.source_details(self.name, details)
+
+    def set_problem(self, problem: str | None) -> None:
+        if self._reporter is not None:
+            self._reporter.source_problem(self.name, problem)
+
+    @property
+    def metrics(self) -> SourceMetrics:
+        if self._metrics is None:
+            if self._reporter is not None:
+                self._metrics = self._reporter.source_metrics(self.name)
+            else:
+                self._metrics = super().metrics
+        return self._metrics
 
 
 def _jsonable(raw: object) -> object:
