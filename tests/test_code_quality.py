@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,19 @@ def test_ruff_format_leaves_every_file_unchanged() -> None:
 def test_mypy_strict_passes_on_every_package() -> None:
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_nothing_in_the_repository_reads_outside_it() -> None:
+    """A fresh clone has nothing beside it: no code, test or config may reach for ../shared."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    pattern = re.compile(r"""(\.\./)+shared\b|["']shared["']\s*,\s*["']tstorage""")
+    offenders = [
+        f"{name}:{number}"
+        for name in tracked
+        if name.endswith((".py", ".toml", ".cfg", ".ini", ".sh")) or name.startswith(".ci/")
+        for number, line in enumerate((ROOT / name).read_text(errors="replace").splitlines(), 1)
+        if pattern.search(line) and name != "tests/test_code_quality.py"
+    ]
+    assert offenders == []

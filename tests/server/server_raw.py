@@ -25,9 +25,9 @@ Key5 = tuple[int, int, int, int, int]
 
 
 def vectors() -> dict[str, dict]:
-    """The shared protocol vectors by name."""
+    """The protocol vectors (tests/data/tstorage-vectors.json) by name."""
     here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "tstorage-vectors.json"))
+    path = os.path.join(here, "..", "data", "tstorage-vectors.json")
     with open(path) as file:
         return {case["name"]: case for case in json.load(file)["cases"]}
 
