@@ -31,6 +31,13 @@ def _run(args: argparse.Namespace) -> int:
         # Unused unavailable plugins do not stop the daemon; say so without failing.
         if info.name not in used:
             print(f"warning: plugin {info.name!r} is unavailable: {info.reason}", file=sys.stderr)
+    spool = settings.spool
+    if spool.enabled and spool.dir is not None:
+        from tstoraged.spool import spool_fit
+
+        fit = spool_fit(spool.dir, max_size=spool.max_size, min_free_space=spool.min_free_space)
+        for problem in fit.problems:
+            print(f"warning: [spool] {problem}", file=sys.stderr)
     if not args.quiet:
         sys.stdout.write(render_config(settings, args.format))
     return EXIT_OK

@@ -42,7 +42,15 @@ from tstoraged.pipeline.settings import WriteMode
 from tstoraged.pipeline.validation import invalid_records
 from tstoraged.pipeline.wireform import decode_request, encode_request
 from tstoraged.source import Ack
-from tstoraged.spool import DropReport, FsyncPolicy, OverflowPolicy, Spool, SpoolEntry
+from tstoraged.spool import (
+    DropReport,
+    FsyncPolicy,
+    OverflowPolicy,
+    Spool,
+    SpoolEntry,
+    spool_fit,
+)
+from tstoraged.spool.fit import human_size
 
 __all__ = ["CheckpointedAck", "SpoolStage", "decode_batch", "encode_batch"]
 
@@ -187,11 +195,17 @@ class SpoolStage:
     ) -> SpoolStage:
         """Open (recovering if needed) the spool in ``directory`` and wrap it."""
         holder: list[SpoolStage] = []
+        fit = await asyncio.to_thread(
+            spool_fit, directory, max_size=max_size, min_free_space=min_free_space
+        )
+        if fit.problems:
+            log.warning("spool.does_not_fit", directory=str(directory), problems=fit.problems)
         spool = await Spool.open(
             directory,
             max_size=max_size,
-            # Space is reclaimed a whole segment at a time: keep segments small against max_size.
-            segment_size=min(max_size, max(1 << 20, min(64 << 20, max_size // 16))),
+            # Space is reclaimed a whole segment at a time: segments are small against what
+            # the spool can really hold (max_size, or the disk when that is smaller).
+            segment_size=fit.segment_size,
             fsync=fsync,
             fsync_interval=fsync_interval,
             overflow=overflow,
@@ -362,6 +376,29 @@ class SpoolStage:
     def _report(self) -> None:
         stats = self.spool.stats()
         self._observer.spool_state(stats.bytes, stats.batches, stats.oldest_age_s)
+
+    def waiting_for(self) -> str | None:
+        """What blocked appends wait for, in words for ``/readyz``; None when not blocked."""
+        stats = self.spool.stats()
+        if not stats.blocked:
+            return None
+        reason = {
+            "max_size": "max_size reached",
+            "min_free_space": f"free disk space below min_free_space = "
+            f"{human_size(stats.min_free_space)}",
+            "enospc": "the disk is full",
+        }.get(stats.blocked_reason or "", stats.blocked_reason or "full")
+        if stats.free_bytes is not None and stats.blocked_reason != "max_size":
+            reason += f", {human_size(stats.free_bytes)} free"
+        if stats.batches:
+            return (
+                f"spool full ({reason}): sources wait until TStorage takes the backlog of "
+                f"{stats.batches} batches"
+            )
+        return (
+            f"spool cannot store anything ({reason}) and holds nothing whose delivery would "
+            "free space: free disk space or lower [spool] min_free_space / max_size"
+        )
 
     def on_drop(self, report: DropReport) -> None:
         """Called by the spool when ``overflow = "drop_oldest"`` deleted unsent batches."""

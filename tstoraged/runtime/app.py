@@ -297,8 +297,9 @@ class Daemon:
             name, problem = next(iter(problems.items()))
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             return Readiness(False, f"source {name}: {problem}{more}")
-        if self._spool_stage is not None and self._spool_stage.spool.stats().blocked:
-            return Readiness(False, "spool full: sources are waiting for TStorage")
+        waiting = self._spool_stage.waiting_for() if self._spool_stage is not None else None
+        if waiting is not None:
+            return Readiness(False, waiting)
         connections = self.metrics.snapshot()["connections"]
         if not self.settings.spool.enabled and not any(connections.values()):
             return Readiness(False, "not connected to TStorage")

@@ -17,12 +17,14 @@ Usage::
         ...                           # deliver it
         await spool.commit(entry.seq) # cumulative: everything up to entry.seq is done
     spool.stats()                     # SpoolStats: bytes, batches, oldest age, drops, quarantine
+    spool_fit(directory, max_size=..., min_free_space=...)  # SpoolFit: .problems, .segment_size
     await spool.close()
 
 Metadata is opaque JSON, except that ``"records"`` (int) and ``"sources"`` (name -> int) are
 summed into :class:`DropReport` when ``overflow="drop_oldest"`` deletes unsent batches.
 """
 
+from tstoraged.spool.fit import SpoolFit, segment_size_for, spool_fit
 from tstoraged.spool.reports import (
     BatchTooLarge,
     DropReport,
@@ -43,5 +45,8 @@ __all__ = [
     "SpoolClosed",
     "SpoolEntry",
     "SpoolError",
+    "SpoolFit",
     "SpoolStats",
+    "segment_size_for",
+    "spool_fit",
 ]

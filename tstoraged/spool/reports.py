@@ -64,6 +64,11 @@ class SpoolStats:
     """Every batch up to this seq has been fsynced."""
     blocked: bool
     """An append is waiting for room (overflow ``block``, or nothing left to drop)."""
+    blocked_reason: str | None
+    """Why, while blocked: ``max_size``, ``min_free_space`` or ``enospc``."""
+    free_bytes: int | None
+    """Free bytes of the file system while blocked (None otherwise, or when unknown)."""
+    min_free_space: int
     dropped_batches: int
     dropped_bytes: int
     dropped_records: int

@@ -128,6 +128,8 @@ class Spool:
         self._reader_generation = 0
         self._closed = False
         self._blocked = False
+        self._blocked_reason: str | None = None
+        self._blocked_stuck = False
         self._tasks: list[asyncio.Task[None]] = []
         self._dropped = [0, 0, 0]  # batches, bytes, records
         self.torn_tails_cut = 0
@@ -277,10 +279,40 @@ class Spool:
                     return header.seq
             if self._overflow == "drop_oldest" and await self._drop_oldest(problem):
                 continue
-            if not self._blocked:
-                self._blocked = True
-                log.warning("spool.full_appends_waiting", reason=problem, bytes=self._disk_bytes)
+            self._note_blocked(problem)
             await self._freed.wait(self._recheck)
+
+    def _note_blocked(self, problem: str) -> None:
+        """Log when appends start waiting, and when delivery can no longer free any room."""
+        backlog = sum(s.uncommitted(self._committed) for s in self._segments)
+        if not self._blocked:
+            self._blocked = True
+            self._blocked_stuck = False
+            log.warning(
+                "spool.full_appends_waiting",
+                reason=problem,
+                bytes=self._disk_bytes,
+                batches=backlog,
+                waiting_for="delivery of the backlog" if backlog else "disk space",
+            )
+        self._blocked_reason = problem
+        if not backlog and not self._blocked_stuck:
+            # Nothing left that delivery could free: only the operator can help.
+            self._blocked_stuck = True
+            log.error(
+                "spool.cannot_free_space",
+                reason=problem,
+                min_free_space=self._min_free_space,
+                free_bytes=self._free_bytes_or_none(),
+                hint="the spool holds nothing to deliver; free disk space or lower "
+                "min_free_space / max_size",
+            )
+
+    def _free_bytes_or_none(self) -> int | None:
+        try:
+            return self._disk.free_bytes(self.directory)
+        except OSError:
+            return None
 
     async def _encode(
         self, meta_bytes: bytes, payload: bytes | bytearray | memoryview, frame_size: int
@@ -300,6 +332,7 @@ class Spool:
         self._appended.fire()
         if self._blocked:
             self._blocked = False
+            self._blocked_reason = None
             log.info("spool.appends_resumed", bytes=self._disk_bytes)
 
     async def _write(
@@ -496,12 +529,20 @@ class Spool:
                 if target is None or (target is segment and offset >= target.size):
                     if not follow:
                         return
+                    if fd is not None:
+                        # Caught up: let go of the file while waiting.  A segment deleted
+                        # after its commit frees its disk space only once nobody holds it
+                        # open, and on a small disk appends wait for exactly that space.
+                        os.close(fd)
+                        fd = None
                     await self._appended.wait()
                     continue
                 if target is not segment:
                     if fd is not None:
                         os.close(fd)
                     segment, offset = target, 0
+                    fd = os.open(target.path, os.O_RDONLY)
+                elif fd is None:
                     fd = os.open(target.path, os.O_RDONLY)
                 assert fd is not None
                 entry, frame_size, next_seq = await self._read_frame(segment, fd, offset, next_seq)
@@ -628,6 +669,9 @@ class Spool:
             next_seq=self._next_seq,
             durable_seq=self._durability.synced_seq,
             blocked=self._blocked,
+            blocked_reason=self._blocked_reason,
+            free_bytes=self._free_bytes_or_none() if self._blocked else None,
+            min_free_space=self._min_free_space,
             dropped_batches=self._dropped[0],
             dropped_bytes=self._dropped[1],
             dropped_records=self._dropped[2],
