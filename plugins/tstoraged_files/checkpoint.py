@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tstoraged_files.identity import Fingerprint, read_fingerprint
+from tstoraged_files.lineclock import LineClock
 
 if TYPE_CHECKING:
     import structlog
@@ -49,6 +50,10 @@ class FileCheckpoint:
     """The content left its inode (truncated) or the globs (rotated away); kept so a copy or
     a rename back into view is recognised by its fingerprint and not read twice."""
     seen: float = field(default_factory=time.time)
+    anchors: list[list[int]] = field(default_factory=list)
+    """``[line, acq]`` pairs that number the lines' acq (see :mod:`tstoraged_files.lineclock`)."""
+    reserved_line: int = 0
+    """Lines up to this one may have left the source numbered by ``anchors``."""
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -137,8 +142,22 @@ class CheckpointStore:
                     entry.fingerprint = position.fingerprint
                     moved += 1
                     self.changed()
+                if position.reserved_line > entry.reserved_line:
+                    # Written before that emit, so normally never newer: keep the later one.
+                    entry.reserved_line = position.reserved_line
+                    entry.anchors = position.anchors
+                    self.changed()
                 break
         return moved
+
+    def acq_high(self) -> int:
+        """The largest acq any line of this source may have been given (ACQ floor: 0)."""
+        high = 0
+        for entry in self.entries:
+            clock = LineClock(entry.anchors)
+            if clock and entry.reserved_line >= entry.anchors[0][0]:
+                high = max(high, clock.acq(entry.reserved_line))
+        return high
 
     @staticmethod
     def durable_name(entry: FileCheckpoint) -> str:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from tstoraged.source import SourceContext
     from tstoraged_files.config import CsvOptions, FilesConfig
+    from tstoraged_files.lineclock import LineClock
 
 __all__ = ["CsvParser", "JsonLinesParser", "LineParser", "RecordsParser", "make_parser"]
 
@@ -40,6 +41,10 @@ class LineParser(ABC):
         self.max_line_bytes = config.max_line_bytes
         self.stamp_lines = config.cap.field is None
         self._last_stamp = 0
+        self.line_clock: LineClock | None = None
+        """Numbers lines (acq, read-time stamp) when set by the reader."""
+        self.record_lines: list[int] = []
+        """Line number of each record of the last :meth:`parse_block`."""
         self.rejected = 0
         """Lines of this file rejected so far (by this parser or by the mapping)."""
 
@@ -47,13 +52,17 @@ class LineParser(ABC):
         """Records from a block; oversized, undecodable and unparsable lines are rejected."""
         for line, prefix in block.oversized:
             self.reject(prefix, f"line longer than max_line_bytes={self.max_line_bytes}", line)
+        self.record_lines = []
         if not block.count:
             return []
         return self.parse(self.decode(block), block.first_line)
 
     @abstractmethod
     def parse(self, lines: list[str], first_line: int) -> list[Record[bytes]]:
-        """Records from decoded lines; ``lines[0]`` is line number ``first_line``."""
+        """Records from decoded lines; ``lines[0]`` is line number ``first_line``.
+
+        Appends each record's line number to :attr:`record_lines`.
+        """
 
     def reject(self, raw: object, reason: str, line: int) -> None:
         """Dead-letter one line of this file."""
@@ -65,8 +74,12 @@ class LineParser(ABC):
         received_ns = None
         if self.stamp_lines:
             # Without a capture-time field each line is stamped when read, one ns apart, so
-            # rows of one meter read together still get distinct keys.
-            self._last_stamp = received_ns = max(time.time_ns(), self._last_stamp + 1)
+            # rows of one meter read together still get distinct keys; numbered by the line
+            # clock, a line read again gets the same stamp (and so the same key).
+            if self.line_clock:
+                received_ns = self.line_clock.stamp_ns(line)
+            else:
+                self._last_stamp = received_ns = max(time.time_ns(), self._last_stamp + 1)
         record = self.context.map(
             fields, origin=f"{self.path}:{line}", raw=raw, received_ns=received_ns
         )
@@ -168,6 +181,7 @@ class CsvParser(LineParser):
         map_record = self.context.map
         map_stamped = self.map_fields if self.stamp_lines else None
         append = records.append
+        append_line = self.record_lines.append
         for row in reader:
             if len(row) != width or row == header:
                 if row and row != header:
@@ -188,6 +202,7 @@ class CsvParser(LineParser):
                 if record is None:
                     continue
             append(record)
+            append_line(base + number)
 
 
 class JsonLinesParser(LineParser):
@@ -200,6 +215,7 @@ class JsonLinesParser(LineParser):
         path = self.path
         map_record = self.context.map
         map_stamped = self.map_fields if self.stamp_lines else None
+        append_line = self.record_lines.append
         for i, text in enumerate(lines):
             try:
                 obj = decode(text)
@@ -220,6 +236,7 @@ class JsonLinesParser(LineParser):
                 if record is None:
                     continue
             append(record)
+            append_line(first_line + i)
         return records
 
 
@@ -252,6 +269,7 @@ class RecordsParser(LineParser):
                 self.reject(text, "key component out of range", first_line + i)
                 continue
             records.append(make_record((key, payload)))
+            self.record_lines.append(first_line + i)
         return records
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from functools import partial
 from typing import TYPE_CHECKING
 
+from tstorage_client import timestamp
 from tstoraged_files.formats import BOM, LineParser, make_parser
 from tstoraged_files.identity import fingerprint_of
+from tstoraged_files.lineclock import MAX_LAG_NS, LineClock
 from tstoraged_files.lines import LineBlock, LineSplitter
 
 if TYPE_CHECKING:
@@ -16,6 +19,11 @@ if TYPE_CHECKING:
     from tstoraged_files.config import FilesConfig
 
 __all__ = ["FileReader", "TooManyBadLines", "find_end_of_last_line", "read_first_line"]
+
+RESERVE_BLOCKS = 4
+"""Lines numbered ahead of what is read, in blocks of the current size (fewer file writes)."""
+SAVE_RETRY_S = 1.0
+"""Wait before writing the checkpoint file again after it failed (e.g. disk full)."""
 
 
 class TooManyBadLines(Exception):
@@ -62,6 +70,8 @@ class FileReader:
         if offset > 0 and config.format == "csv" and config.csv.header:
             header_line = read_first_line(fd, config.max_line_bytes, config.encoding)
         self.parser: LineParser = make_parser(context, path, config, header_line)
+        self.clock = LineClock(entry.anchors)
+        self.parser.line_clock = self.clock
 
     @property
     def path(self) -> str:
@@ -105,10 +115,13 @@ class FileReader:
     async def _emit(self, block: LineBlock) -> None:
         if block.empty:
             return
+        if block.count:
+            await self._number_lines(block.first_line, block.end_line, block.count)
         records = self.parser.parse_block(block)
         if self.max_bad_lines is not None and self.parser.rejected > self.max_bad_lines:
             # Checked before emitting: the chunk that crosses the limit is not delivered.
             raise TooManyBadLines(f"more than max_bad_lines={self.max_bad_lines} lines rejected")
+        records = self.clock.with_acq(records, self.parser.record_lines)
         ack = partial(self.store.advance, self.entry, block.end_offset, block.end_line)
         self.records_emitted += len(records)
         # The same position, stored by the core together with the records (spool): after a
@@ -116,6 +129,49 @@ class FileReader:
         position = {**self.entry.to_json(), "offset": block.end_offset, "line": block.end_line}
         checkpoint = {self.store.durable_name(self.entry): position}
         await self.context.emit(records, ack, checkpoint=checkpoint)
+
+    async def _number_lines(self, first: int, last: int, count: int) -> None:
+        """Make sure lines ``first .. last`` have their acq on disk before they leave.
+
+        See :mod:`tstoraged_files.lineclock`: a new anchor may begin only after
+        ``reserved_line``; the reservation runs a few blocks ahead so that the checkpoint
+        file is written about once per :data:`~tstoraged_files.lineclock.MAX_LAG_NS` or
+        per few chunks, not per block.
+        """
+        entry = self.entry
+        floor = entry.reserved_line + 1
+        if last < floor:
+            return  # numbered already (read again after a restart)
+        start = max(first, floor)
+        now = timestamp.now_ns()
+        if not self.clock or now - self.clock.acq(start) > MAX_LAG_NS:
+            # Above every acq this source may have used, so files never share an acq.
+            self.clock.add(start, max(now, self.store.acq_high() + 1))
+            self.clock.prune(entry.line)
+        entry.anchors = self.clock.to_json()
+        entry.reserved_line = last + count * RESERVE_BLOCKS
+        await self._save_checkpoints()
+
+    async def _save_checkpoints(self) -> None:
+        """Write the checkpoint file now; on failure wait and try again (lines wait too)."""
+        failed = False
+        while True:
+            try:
+                self.store.save()
+            except OSError as exc:
+                if not failed:
+                    self.context.log.error(
+                        "cannot write checkpoints; reading waits",
+                        path=str(self.store.path),
+                        error=str(exc),
+                    )
+                    self.context.set_problem(f"cannot write checkpoints: {exc}")
+                failed = True
+                await asyncio.sleep(SAVE_RETRY_S)
+                continue
+            if failed:
+                self.context.set_problem(None)
+            return
 
 
 def read_first_line(fd: int, max_line_bytes: int, encoding: str) -> str | None:

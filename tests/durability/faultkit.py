@@ -16,20 +16,31 @@ CID = 9
 class Appender:
     """Appends CSV lines ``seq,ts`` to a file at a steady pace, like a PLC logger."""
 
-    def __init__(self, path: Path, lines_per_burst: int = 40, pause: float = 0.01) -> None:
+    def __init__(
+        self,
+        path: Path,
+        lines_per_burst: int = 40,
+        pause: float = 0.01,
+        *,
+        first_seq: int | None = None,
+    ) -> None:
+        """A new file with a header, or (``first_seq``) appending to an existing one."""
         self.path = path
         self.written = 0
+        self._first = first_seq or 0
         self._stop = threading.Event()
         self._burst = lines_per_burst
         self._pause = pause
-        path.write_text("seq,ts\n")
+        if first_seq is None:
+            path.write_text("seq,ts\n")
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         with self.path.open("a") as file:
             while not self._stop.is_set():
                 now = time.time_ns()
-                lines = [f"{self.written + i},{now + i}\n" for i in range(self._burst)]
+                seq = self._first + self.written
+                lines = [f"{seq + i},{now + i}\n" for i in range(self._burst)]
                 file.write("".join(lines))
                 file.flush()
                 self.written += self._burst

@@ -22,6 +22,7 @@ from tstoraged.pipeline.settings import WriteMode
 from tstoraged.source import Ack
 
 __all__ = [
+    "ACQ_UNSET",
     "CID_BATCH_OVERHEAD",
     "REQUEST_OVERHEAD",
     "AcqClock",
@@ -146,13 +147,20 @@ class AcqClock:
         return start
 
 
+ACQ_UNSET = -1
+"""The acq a mapping gives a record: the batcher assigns one (``puta``)."""
+
+
 def assign_acq(records: Sequence[Record[bytes]], first: int) -> list[Record[bytes]]:
     """Copies of ``records`` whose acq are ``first, first + 1, ...`` (keys are immutable).
 
+    A record whose acq is already set (not :data:`ACQ_UNSET`) keeps it: a source that can
+    name a record's acq from its position (the files source) makes a record read twice
+    overwrite itself instead of being stored twice.
     ``tuple.__new__`` directly: measured the fastest way to build keys and records here.
     """
     new = tuple.__new__
     return [
-        new(Record, (new(Key, (k[0], k[1], k[2], k[3], acq)), value))
+        new(Record, (new(Key, (k[0], k[1], k[2], k[3], acq if k[4] == -1 else k[4])), value))
         for (k, value), acq in zip(records, itertools.count(first))
     ]
