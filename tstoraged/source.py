@@ -142,7 +142,10 @@ class SourceContext(ABC):
         """The latest durable ``checkpoint`` entries of this source kept by the core.
 
         Read once at start: for each name, resume from the later of this position and the
-        source's own checkpoint. Empty when the core keeps none (spool disabled).
+        source's own checkpoint — except for a position that carries ``"rewind": true``:
+        records spooled after it were lost to disk damage, so a source that can replay goes
+        back to exactly that position (what it cannot replay is counted as lost by the core).
+        Empty when the core keeps none (spool disabled).
         """
         return {}
 

@@ -121,12 +121,27 @@ class CheckpointStore:
         After a crash the spool may hold records whose acks never reached this store's file;
         their positions came back from ``context.durable_checkpoints()``. A position applies
         to the entry of the same device and inode whose fingerprint it extends; a file the
-        store never saw is added. Returns how many positions moved.
+        store never saw is added. A position marked ``rewind`` (spooled records after it were
+        lost to disk damage) applies even when it is behind. Returns how many positions moved.
         """
         moved = 0
+        durable = dict(durable)
+        if durable.pop("*", None) is not None:
+            # Spooled records were lost and the core knows no position for these files:
+            # read every file it names no position for again from its start.
+            named = set(durable)
+            for entry in self.entries:
+                if not entry.retired and self.durable_name(entry) not in named and entry.offset:
+                    entry.offset = entry.line = 0
+                    moved += 1
+                    self.changed()
         for data in durable.values():
+            fields = dict(data)
+            # The core lost spooled records after this position (disk damage): go back to it
+            # even behind our own checkpoint, so they are read again.
+            rewind = bool(fields.pop("rewind", False))
             try:
-                position = FileCheckpoint.from_json(dict(data))
+                position = FileCheckpoint.from_json(fields)
             except (KeyError, TypeError, ValueError):
                 continue
             same_inode = [e for e in self.entries if (e.dev, e.ino) == (position.dev, position.ino)]
@@ -135,6 +150,13 @@ class CheckpointStore:
                 moved += 1
                 continue
             for entry in same_inode:
+                if rewind and position.offset < entry.offset:
+                    if not _extends(entry.fingerprint, position.fingerprint):
+                        continue  # the inode was reused for other content
+                    entry.offset, entry.line = position.offset, position.line
+                    moved += 1
+                    self.changed()
+                    break
                 if not _extends(position.fingerprint, entry.fingerprint):
                     continue  # the inode was reused for other content
                 if position.offset > entry.offset:

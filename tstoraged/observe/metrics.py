@@ -214,6 +214,13 @@ class Metrics:
                 registry=r,
             )
         )
+        self.spool_lost = Counter(
+            "tstoraged_spool_records_lost",
+            "Acknowledged records lost to spool damage that no source could replay.",
+            by_reason,
+            registry=r,
+        )
+        self._spool_lost: dict[str, int] = {}
         self.source_up = Gauge(
             "tstoraged_source_up", "1 while the source is running, else 0.", by_source, registry=r
         )
@@ -356,6 +363,13 @@ class Metrics:
         self._note_error(stats, reason)
         self.dropped.inc(source, reason, count)
 
+    def spool_records_lost(self, source: str, count: int, reason: str) -> None:
+        """Acknowledged records were lost to spool damage and cannot be replayed."""
+        stats = self._sources.get(source) or self._source(source)
+        self._note_error(stats, f"{count} records lost in the spool ({reason})")
+        self._spool_lost[source] = self._spool_lost.get(source, 0) + count
+        self.spool_lost.labels(source=source, reason=reason).inc(count)
+
     def _note_error(self, stats: SourceStats, reason: str) -> None:
         stats.last_error = reason[:200]
         stats.last_error_at = self.wall_clock()
@@ -420,7 +434,12 @@ class Metrics:
             "batches_written": self.batches_written,
             "bytes_written": self.bytes_written,
             "retries": self.retries,
-            "spool": {"bytes": spool_bytes, "batches": spool_batches, "oldest_age_s": spool_oldest},
+            "spool": {
+                "bytes": spool_bytes,
+                "batches": spool_batches,
+                "oldest_age_s": spool_oldest,
+                "records_lost": dict(self._spool_lost),
+            },
         }
 
     def summary_line(self) -> str:

@@ -24,6 +24,9 @@ class PipelineObserver(Protocol):
     def records_dropped(self, source: str, count: int, reason: str) -> None:
         """Records were dropped on purpose (e.g. spool overflow with ``drop_oldest``)."""
 
+    def spool_records_lost(self, source: str, count: int, reason: str) -> None:
+        """Acknowledged records were lost to spool damage and cannot be replayed."""
+
     def batch_written(self, records: int, nbytes: int, seconds: float) -> None:
         """One batch was written; ``seconds`` is the put latency of the successful attempt."""
 
@@ -56,6 +59,9 @@ class NullObserver:
         pass
 
     def records_dropped(self, source: str, count: int, reason: str) -> None:
+        pass
+
+    def spool_records_lost(self, source: str, count: int, reason: str) -> None:
         pass
 
     def batch_written(self, records: int, nbytes: int, seconds: float) -> None:

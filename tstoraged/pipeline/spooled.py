@@ -63,6 +63,15 @@ _TAIL = wire_out.encode_get_end(0)
 
 CHECKPOINTS_FILE = "checkpoints.json"
 MAX_CHECKPOINTS_PER_SOURCE = 4096
+ACKNOWLEDGED_FILE = "acknowledged.json"
+"""``{"seq": n, "totals": {source: records}}``: the last batch whose acks fired, and the
+running record count per source through it; written at most once per fsync interval, so that
+recovery can tell a torn tail that held acknowledged batches from an interrupted append."""
+REWIND_OTHERS = "*"
+"""Name of the rewind entry for a source's positions not listed: read them from the start."""
+REWIND = "rewind"
+"""Key set in a durable checkpoint position when the source must go back to it, even behind
+its own checkpoint: spooled records after it were lost to disk damage."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +124,37 @@ def _read_json(path: Path) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
 
 
+def _counts(value: object) -> dict[str, int]:
+    """A ``{source: count}`` mapping from metadata (anything else is ignored)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if type(v) is int}
+
+
+def _add_lost(lost: dict[str, int], before: Mapping[str, int], after: Mapping[str, int]) -> None:
+    """Add the records per source between two running counts."""
+    for source, count in after.items():
+        missing = count - before.get(source, 0)
+        if missing > 0:
+            lost[source] = lost.get(source, 0) + missing
+
+
+_Acknowledged = tuple[int, dict[str, int], list[str]]
+"""The last acknowledged seq, running record counts through it, replayable sources."""
+
+
+def _read_acknowledged(path: Path) -> _Acknowledged | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or type(data.get("seq")) is not int:
+        return None
+    replayable = data.get("replayable")
+    names = [str(n) for n in replayable] if isinstance(replayable, list) else []
+    return data["seq"], _counts(data.get("totals")), names
+
+
 FORMAT_REQUEST = "request"
 """Metadata ``format`` of a batch stored as its PUT/PUTA request (else: record frames)."""
 
@@ -165,7 +205,7 @@ class SpoolStage:
         self._dead_letters = dead_letters
         self._observer = observer
         self._closed = asyncio.Event()
-        self._durable: collections.deque[tuple[int, Batch]] = collections.deque()
+        self._durable: collections.deque[tuple[int, Batch, dict[str, int]]] = collections.deque()
         self._durable_added = asyncio.Event()
         self._closing = False
         self._acker = asyncio.create_task(self._fire_acks_when_durable(), name="spool-acks")
@@ -177,7 +217,18 @@ class SpoolStage:
         self._committed_checkpoints = _read_json(self._checkpoints_file)
         self._pending_checkpoints: dict[int, dict[str, dict[str, Any]]] = {}
         self.recovered_checkpoints: dict[str, dict[str, Any]] = {}
-        """Per source, the latest durable positions found at open (committed or spooled)."""
+        """Per source, the latest durable positions found at open (committed or spooled);
+        positions marked ``REWIND`` where spooled records were lost after them."""
+        self._totals: dict[str, int] = {}  # records appended per source, ever (meta "totals")
+        self._acknowledged_file = Path(spool.directory) / ACKNOWLEDGED_FILE
+        self._acknowledged: _Acknowledged | None = None
+        self._acknowledged_written: _Acknowledged | None = None
+        self._acknowledged_at = 0.0
+        self._mark_interval = 1.0
+        self._replayable: set[str] = set(self._committed_checkpoints)
+        """Sources that give positions with their records: they can read lost ones again."""
+        self.records_lost: dict[str, int] = {}
+        """Acknowledged records of sources without positions, lost to spool damage at open."""
 
     @classmethod
     async def open(
@@ -195,6 +246,7 @@ class SpoolStage:
     ) -> SpoolStage:
         """Open (recovering if needed) the spool in ``directory`` and wrap it."""
         holder: list[SpoolStage] = []
+        acknowledged = _read_acknowledged(Path(directory) / ACKNOWLEDGED_FILE)
         fit = await asyncio.to_thread(
             spool_fit, directory, max_size=max_size, min_free_space=min_free_space
         )
@@ -211,22 +263,99 @@ class SpoolStage:
             overflow=overflow,
             min_free_space=min_free_space,
             on_drop=lambda report: holder[0].on_drop(report),
+            acknowledged_seq=acknowledged[0] if acknowledged is not None else 0,
         )
         stage = cls(spool, write_mode=write_mode, dead_letters=dead_letters, observer=observer)
+        stage._mark_interval = fsync_interval
         holder.append(stage)
-        await stage._recover_checkpoints()
+        await stage._recover_checkpoints(acknowledged)
         stage._report()
         return stage
 
-    async def _recover_checkpoints(self) -> None:
-        """Latest positions: committed ones, then those of every batch still in the spool."""
+    async def _recover_checkpoints(self, acknowledged: _Acknowledged | None) -> None:
+        """Latest positions: committed ones, then those of every batch still in the spool.
+
+        Seqs are consecutive, so a gap between two intact batches, or intact batches ending
+        before the last acknowledged one, means batches were lost to disk damage. A source
+        that stored positions is rewound to its last position before the first loss (it
+        reads the lost records again); what other sources lost is counted and reported.
+        """
         recovered: dict[str, dict[str, Any]] = {}
         merge_checkpoints(recovered, self._committed_checkpoints)
+        before_loss: dict[str, dict[str, Any]] | None = None
+        lost: dict[str, int] = {}
+        lost_batches = 0
+        previous: tuple[int, dict[str, int]] | None = None
+        if acknowledged is not None:
+            self._replayable.update(acknowledged[2])
         async for entry in self.spool.read(follow=False):
+            replayable = entry.meta.get("replayable")
+            if isinstance(replayable, list):
+                self._replayable.update(map(str, replayable))
+            totals = _counts(entry.meta.get("totals"))
+            if previous is not None and entry.seq > previous[0] + 1:
+                if before_loss is None:
+                    before_loss = {k: dict(v) for k, v in recovered.items()}
+                lost_batches += entry.seq - previous[0] - 1
+                here = _counts(entry.meta.get("sources"))
+                _add_lost(lost, previous[1], {k: v - here.get(k, 0) for k, v in totals.items()})
             checkpoints = entry.meta.get("checkpoints")
             if isinstance(checkpoints, dict):
                 merge_checkpoints(recovered, checkpoints)
+            previous = (entry.seq, totals)
+        last_seq = previous[0] if previous is not None else self.spool.stats().committed_seq
+        if acknowledged is not None and acknowledged[0] > last_seq:
+            # The tail held acknowledged batches (a torn tail after a crash holds none).
+            if before_loss is None:
+                before_loss = {k: dict(v) for k, v in recovered.items()}
+            lost_batches += acknowledged[0] - last_seq
+            _add_lost(lost, previous[1] if previous is not None else {}, acknowledged[1])
+        if previous is not None:
+            self._totals = dict(previous[1])
+        if acknowledged is not None:
+            for source, count in acknowledged[1].items():
+                self._totals[source] = max(self._totals.get(source, 0), count)
+        if before_loss is not None:
+            self._report_loss(recovered, before_loss, lost, lost_batches)
         self.recovered_checkpoints = recovered
+
+    def _report_loss(
+        self,
+        recovered: dict[str, dict[str, Any]],
+        before_loss: dict[str, dict[str, Any]],
+        lost: dict[str, int],
+        batches: int,
+    ) -> None:
+        """Rewind the sources that can replay; count and log what the others lost.
+
+        A replaying source goes back to its last position before the first loss; names it
+        has no such position for (``"*"``) are read again from their start.
+        """
+        rewound = sorted(s for s in lost if s in self._replayable)
+        for source in rewound:
+            positions = before_loss.get(source, {})
+            recovered[source] = {
+                **{name: {**position, REWIND: True} for name, position in positions.items()},
+                REWIND_OTHERS: {REWIND: True},
+            }
+            log.warning(
+                "spool.source_rewound",
+                source=source,
+                records=lost[source],
+                positions=len(positions),
+                reason="spooled batches lost to disk damage are read again from the source",
+            )
+        unreplayable = {s: n for s, n in lost.items() if s not in self._replayable and n > 0}
+        for source, count in unreplayable.items():
+            self._observer.spool_records_lost(source, count, "spool_damage")
+        self.records_lost = unreplayable
+        log.error(
+            "spool.records_lost",
+            batches=batches,
+            records=sum(unreplayable.values()),
+            by_source=unreplayable,
+            rewound=rewound,
+        )
 
     @property
     def pending_records(self) -> int:
@@ -237,9 +366,15 @@ class SpoolStage:
 
     async def submit(self, batch: Batch) -> None:
         """Append ``batch`` durably (may wait when the spool is full and overflow is block)."""
+        counts = batch.source_counts()
+        for source, count in counts.items():
+            self._totals[source] = self._totals.get(source, 0) + count
+        totals = dict(self._totals)
         meta = {
             "records": len(batch.records),
-            "sources": batch.source_counts(),
+            "sources": counts,
+            # Running counts: a gap after disk damage is counted exactly from its neighbours.
+            "totals": totals,
             "segments": batch.segments,
             "sealed": time.time(),
         }
@@ -247,6 +382,9 @@ class SpoolStage:
         for ack in batch.acks:
             if isinstance(ack, CheckpointedAck):
                 merge_checkpoints(checkpoints, {ack.source: ack.checkpoint})
+                self._replayable.add(ack.source)
+        if self._replayable:
+            meta["replayable"] = sorted(self._replayable)
         if checkpoints:
             # In the same durable frame as the records: a crash can never keep one without
             # the other.
@@ -263,7 +401,7 @@ class SpoolStage:
         # The records live on disk now; only the acks wait for the fsync (with fsync =
         # "interval" that is up to a second of batches, which must not stay in memory).
         batch.records = []
-        self._durable.append((seq, batch))
+        self._durable.append((seq, batch, totals))
         self._durable_added.set()
         self._report()
 
@@ -280,12 +418,32 @@ class SpoolStage:
                     return
                 self._durable_added.clear()
                 await self._durable_added.wait()
-            seq, batch = self._durable[0]
+            seq, batch, totals = self._durable[0]
             await self.spool.durable(seq)
             self._durable.popleft()
             # Rejects a source dead-lettered before this emit must be durable before its ack.
             self._dead_letters.sync()
             batch.fire_acks()
+            self._acknowledged = (seq, totals, sorted(self._replayable))
+            if time.monotonic() - self._acknowledged_at >= self._mark_interval:
+                await self._write_acknowledged()
+
+    async def _write_acknowledged(self) -> None:
+        """Persist the last acknowledged seq (rate-limited; see ``ACKNOWLEDGED_FILE``)."""
+        mark = self._acknowledged
+        if mark is None or mark == self._acknowledged_written:
+            return
+        self._acknowledged_at = time.monotonic()
+        try:
+            await asyncio.to_thread(
+                _write_json_atomically,
+                self._acknowledged_file,
+                {"seq": mark[0], "totals": mark[1], "replayable": mark[2]},
+            )
+        except OSError as exc:  # costs only the exactness of a later damage report
+            log.warning("spool.acknowledged_write_failed", error=str(exc))
+            return
+        self._acknowledged_written = mark
 
     # -- BatchSource --------------------------------------------------------------------------
 
@@ -402,6 +560,8 @@ class SpoolStage:
 
     def on_drop(self, report: DropReport) -> None:
         """Called by the spool when ``overflow = "drop_oldest"`` deleted unsent batches."""
+        if not report.batches and not report.records:
+            return  # only batches the writer holds in memory left the disk: nothing is lost
         for source, count in report.by_source.items():
             self._observer.records_dropped(source, count, f"spool full ({report.reason})")
         log.warning(
@@ -421,4 +581,5 @@ class SpoolStage:
             await self._acker
         except Exception as exc:  # an fsync failed: those batches cannot be promised
             log.error("spool_acks_failed", error=repr(exc), unacknowledged=len(self._durable))
+        await self._write_acknowledged()
         await self.spool.close()

@@ -62,8 +62,14 @@ def write_cursor(directory: str, cursor: Cursor, disk: DiskIO) -> None:
     disk.replace_atomically(os.path.join(directory, CURSOR_FILE), encode_cursor(cursor))
 
 
-def recover(directory: str, disk: DiskIO, quarantine: Quarantine) -> Recovered:
-    """Check and repair every segment in ``directory``; see the module docstring."""
+def recover(
+    directory: str, disk: DiskIO, quarantine: Quarantine, acknowledged_seq: int = 0
+) -> Recovered:
+    """Check and repair every segment in ``directory``; see the module docstring.
+
+    ``acknowledged_seq``: batches up to this seq were acknowledged to their sources (as far
+    as the application recorded it): a torn tail that held any of them is an error.
+    """
     os.makedirs(directory, exist_ok=True)
     cursor = read_cursor(directory)
     result = Recovered([], cursor)
@@ -85,7 +91,9 @@ def recover(directory: str, disk: DiskIO, quarantine: Quarantine) -> Recovered:
     last_seq = 0
     for index, (_base, path) in enumerate(candidates):
         newest = index == len(candidates) - 1
-        segment = _recover_segment(path, last_seq, newest, disk, quarantine, result)
+        segment = _recover_segment(
+            path, last_seq, newest, disk, quarantine, result, acknowledged_seq
+        )
         if segment is None:
             continue
         last_seq = segment.last_seq
@@ -106,6 +114,7 @@ def _recover_segment(
     disk: DiskIO,
     quarantine: Quarantine,
     result: Recovered,
+    acknowledged_seq: int = 0,
 ) -> Segment | None:
     """Check one segment; cut, salvage or quarantine as needed; None if nothing is left."""
     with open(path, "rb") as f:
@@ -117,8 +126,22 @@ def _recover_segment(
         tail = bad.pop()
         _truncate(path, tail.start, disk)
         result.torn_tails_cut += 1
-        log.warning("spool.torn_tail_cut", segment=path, offset=tail.start, bytes=size - tail.start)
-        items = [i for i in items if isinstance(i, GoodFrame)]
+        good = [i for i in items if isinstance(i, GoodFrame)]
+        items = list(good)
+        intact = good[-1].header.seq if good else min_seq
+        if acknowledged_seq > intact:
+            # Not an append cut short by a crash: batches already acknowledged were there.
+            log.error(
+                "spool.torn_tail_cut",
+                segment=path,
+                offset=tail.start,
+                bytes=size - tail.start,
+                acknowledged_batches_lost=acknowledged_seq - intact,
+            )
+        else:
+            log.warning(
+                "spool.torn_tail_cut", segment=path, offset=tail.start, bytes=size - tail.start
+            )
     if bad:
         reason = "; ".join(f"bytes {b.start}..{b.end}: {b.reason}" for b in bad)
         items = _salvage(path, min_seq, disk, quarantine, reason, result)

@@ -151,6 +151,7 @@ class Spool:
         on_drop: Callable[[DropReport], None] | None = None,
         disk: DiskIO = REAL_DISK,
         space_recheck_interval: float = 1.0,
+        acknowledged_seq: int = 0,
     ) -> Spool:
         """Open (creating, or recovering after a crash) the spool in ``directory``.
 
@@ -163,7 +164,9 @@ class Spool:
         :class:`DropReport`).  ``min_free_space``: bytes the file system must keep free;
         falling below counts as full.  ``disk``: injectable system calls (tests).
         ``space_recheck_interval``: how often a full spool re-checks free space that something
-        other than a commit may have freed.
+        other than a commit may have freed.  ``acknowledged_seq``: the last batch the
+        application acknowledged to its sources before it stopped (a torn tail that held
+        acknowledged batches is logged as an error, not as a routine crash repair).
         """
         if fsync not in ("batch", "interval"):
             raise ValueError(f"fsync must be 'batch' or 'interval', not {fsync!r}")
@@ -177,7 +180,7 @@ class Spool:
         lock_fd = await asyncio.to_thread(lock_directory, path)
         try:
             quarantine = Quarantine(path, disk)
-            recovered = await asyncio.to_thread(recover, path, disk, quarantine)
+            recovered = await asyncio.to_thread(recover, path, disk, quarantine, acknowledged_seq)
         except BaseException:
             os.close(lock_fd)
             raise
