@@ -39,6 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-connections", type=int, default=1024)
     parser.add_argument(
+        "--frame-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request header and its record frames may take to arrive (default 10)",
+    )
+    parser.add_argument(
+        "--min-rate",
+        type=int,
+        default=4096,
+        help="bytes/s a client must sustain inside a request, past --frame-timeout",
+    )
+    parser.add_argument(
         "--synchronous",
         choices=("normal", "full"),
         default="normal",
@@ -71,6 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         ssl_context=context,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections,
+        frame_timeout=args.frame_timeout,
+        min_rate=args.min_rate,
         synchronous=args.synchronous,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import structlog
@@ -26,15 +27,27 @@ from tstorage_client.protocol.server import (
     encode_get_header,
     encode_put_ok,
 )
+from tstorage_server.logs import LogLimiter
 from tstorage_server.rules import range_error, storable_rows
 from tstorage_server.storage.base import PutTransaction, Storage
 
-__all__ = ["READ_SIZE", "Connection"]
+__all__ = ["READ_SIZE", "Connection", "log_limited"]
 
 READ_SIZE = 256 * 1024
 """Bytes read from the socket at a time; with one unfinished record this bounds the buffer."""
 
 log = structlog.get_logger("tstorage_server")
+_limiter = LogLimiter()
+
+
+def log_limited(level: str, event: str, **fields: Any) -> None:
+    """Log a per-connection event unless too many of its kind came just now."""
+    suppressed = _limiter.allow(event, time.monotonic())
+    if suppressed is None:
+        return
+    if suppressed:
+        fields["suppressed"] = suppressed
+    getattr(log, level)(event, **fields)
 
 
 class _RequestFailed(Exception):
@@ -50,11 +63,16 @@ class Connection:
         writer: asyncio.StreamWriter,
         storage: Storage,
         idle_timeout: float,
+        *,
+        frame_timeout: float = 10.0,
+        min_rate: int = 4096,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._storage = storage
         self._idle_timeout = idle_timeout
+        self._frame_timeout = frame_timeout
+        self._min_rate = max(1, min_rate)
         self._parser = RequestParser()
         self._put: PutTransaction | None = None
         self._stopping = False
@@ -71,7 +89,7 @@ class Connection:
     async def serve(self) -> None:
         """Run until the peer closes, an error, an idle timeout or a stop."""
         reason = "closed by peer"
-        log.info("connection_open", peer=self.peer)
+        log_limited("info", "connection_open", peer=self.peer)
         try:
             reason = await self._serve_requests()
         except _RequestFailed as failed:
@@ -91,28 +109,54 @@ class Connection:
             if self._put is not None:
                 await self._put.rollback()
                 self._put = None
-            log.info("connection_close", peer=self.peer, requests=self.requests, reason=reason)
+            log_limited(
+                "info", "connection_close", peer=self.peer, requests=self.requests, reason=reason
+            )
             self._writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._writer.wait_closed(), 5)
 
     async def _serve_requests(self) -> str:
         parser = self._parser
+        # The request being received: when its first byte came and how many bytes it has
+        # had. Each read only waits until the request's deadline (frame_timeout plus what
+        # min_rate allows for its bytes so far), so trickling bytes does not extend it the
+        # way a per-read timeout would, and a request made of many small frames cannot
+        # trickle either.
+        frame_started: float | None = None
+        frame_bytes = 0
         while True:
             event = parser.next_event()
             if event is NEED_DATA:
                 self.idle = not parser.in_request and self._put is None
                 if self.idle and self._stopping:
                     return "server stopping"
+                if self.idle:
+                    frame_started = None
+                    wait = self._idle_timeout
+                else:
+                    if frame_started is None:
+                        frame_started, frame_bytes = time.monotonic(), 0
+                    deadline = frame_started + self._frame_timeout + frame_bytes / self._min_rate
+                    wait = min(self._idle_timeout, deadline - time.monotonic())
                 try:
-                    data = await asyncio.wait_for(self._reader.read(READ_SIZE), self._idle_timeout)
+                    if wait <= 0:
+                        raise TimeoutError
+                    data = await asyncio.wait_for(self._reader.read(READ_SIZE), wait)
                 except TimeoutError:
                     if self.idle:
                         return "idle timeout"
-                    await self._fail(f"no data for {self._idle_timeout} s inside a request")
+                    await self._fail(
+                        f"request too slow: less than {self._min_rate} B/s after the first"
+                        f" {self._frame_timeout} s"
+                    )
+                if self.idle:
+                    frame_started, frame_bytes = time.monotonic(), 0
                 self.idle = False
+                frame_bytes += len(data)
                 parser.receive_data(data)
-            elif isinstance(event, PutBatch):
+                continue
+            if isinstance(event, PutBatch):
                 assert self._put is not None
                 await self._put.add(event.cid, storable_rows(event.cid, event.rows, False))
                 # Reads from a fast client and in-memory staging never suspend: let the other
@@ -137,7 +181,7 @@ class Connection:
 
     async def _fail(self, reason: str, response: bytes | None = None) -> None:
         """Log, answer the error header (or ``response``), and end the connection."""
-        log.warning("request_failed", peer=self.peer, reason=reason)
+        log_limited("warning", "request_failed", peer=self.peer, reason=reason)
         if self._put is not None:
             await self._put.rollback()
             self._put = None

@@ -8,7 +8,7 @@ from typing import Literal
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["LogLimiter", "configure_logging"]
 
 
 def configure_logging(
@@ -47,3 +47,28 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class LogLimiter:
+    """At most ``burst`` events of one name per ``period`` seconds; the rest are counted.
+
+    Per-connection events (open, close, failed request) of a flood of connections would
+    otherwise write hundreds of bytes each: the first event after a quiet period carries
+    ``suppressed=n`` for what was left out.
+    """
+
+    def __init__(self, burst: int = 20, period: float = 10.0) -> None:
+        self.burst = burst
+        self.period = period
+        self._windows: dict[str, tuple[float, int, int]] = {}  # start, logged, suppressed
+
+    def allow(self, name: str, now: float) -> int | None:
+        """None: drop this event; else log it, with the returned count of suppressed ones."""
+        start, logged, suppressed = self._windows.get(name, (now, 0, 0))
+        if now - start >= self.period:
+            start, logged = now, 0
+        if logged >= self.burst:
+            self._windows[name] = (start, logged, suppressed + 1)
+            return None
+        self._windows[name] = (start, logged + 1, 0)
+        return suppressed

@@ -23,7 +23,13 @@ class ServerOptions:
     idle_timeout: float = 300.0
     """Seconds a connection may stay silent (between or inside requests) before it is closed."""
     max_connections: int = 1024
-    """Connections beyond this are closed at once on accept."""
+    """Connections beyond this get an error header and are closed at once on accept."""
+    frame_timeout: float = 10.0
+    """Seconds a request (its header and record frames) may take to arrive once its first byte
+    came, plus the time ``min_rate`` allows for its bytes: a trickling client cannot hold a
+    connection slot."""
+    min_rate: int = 4096
+    """Bytes per second a client must sustain, on average, inside a request."""
     synchronous: Literal["normal", "full"] = "normal"
     """SQLite durability: "normal" survives process kill, "full" also power loss."""
     shutdown_timeout: float = 10.0

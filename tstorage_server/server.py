@@ -7,7 +7,8 @@ import contextlib
 
 import structlog
 
-from tstorage_server.connection import Connection
+from tstorage_client.protocol.server import encode_error
+from tstorage_server.connection import Connection, log_limited
 from tstorage_server.options import ServerOptions
 from tstorage_server.storage.base import Storage
 from tstorage_server.storage.memory import MemoryStorage
@@ -71,14 +72,25 @@ class TStorageServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._connections) >= self.options.max_connections:
-            log.warning(
+            log_limited(
+                "warning",
                 "connection_refused",
                 peer=str(writer.get_extra_info("peername")),
                 reason=f"max_connections={self.options.max_connections} reached",
             )
+            # Politely: an error header, so the client sees a refusal, not a broken connection.
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(encode_error())
             writer.close()
             return
-        connection = Connection(reader, writer, self.storage, self.options.idle_timeout)
+        connection = Connection(
+            reader,
+            writer,
+            self.storage,
+            self.options.idle_timeout,
+            frame_timeout=self.options.frame_timeout,
+            min_rate=self.options.min_rate,
+        )
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = connection

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_raw import RawClient, encode_get, encode_get_acq, encode_put, vectors
 
+from tstorage_client.protocol.server import encode_error
 from tstorage_server.testing import RunningServer, serve, serve_async
 
 VECTORS = vectors()
@@ -180,7 +181,7 @@ async def test_active_connection_is_not_cut_by_the_idle_timeout() -> None:
         writer.close()
 
 
-async def test_connections_beyond_max_connections_are_closed_at_once() -> None:
+async def test_connections_beyond_max_connections_are_refused_at_once() -> None:
     async with serve_async(max_connections=2) as server:
         first = await asyncio.open_connection(server.host, server.port)
         second = await asyncio.open_connection(server.host, server.port)
@@ -189,8 +190,8 @@ async def test_connections_beyond_max_connections_are_closed_at_once() -> None:
             writer.write(encode_get_acq())
             await reader.readexactly(20)
         reader, writer = await asyncio.open_connection(server.host, server.port)
-        # ...and the third is closed without an answer.
-        assert await asyncio.wait_for(reader.read(), timeout=30) == b""
+        # ...and the third is refused politely: an error header, then the close.
+        assert await asyncio.wait_for(reader.read(), timeout=30) == encode_error()
         for _, w in (first, second, (reader, writer)):
             w.close()
 
