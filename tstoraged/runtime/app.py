@@ -134,7 +134,7 @@ class Daemon:
             stage=await self._build_stage(settings),
         )
         self._pipeline_task = self.pipeline.start()
-        self.supervisor = SourceSupervisor(self._make_source, self.metrics.source_state)
+        self.supervisor = SourceSupervisor(self._make_source, self.metrics)
         background: list[asyncio.Task[None]] = []
         try:
             await self._start_http(settings)
@@ -327,17 +327,17 @@ class Daemon:
         """Whether the daemon takes data; not ready names the first reason found.
 
         Ready when the pipeline runs, TStorage is reachable (or the spool takes the data), no
-        source is failing and none reports a problem (``context.set_problem``).
+        source is failing (its ``run()`` raised and the restarted instance has not yet run for
+        its ``restart.healthy_after``) and none reports a problem (``context.set_problem``).
         """
         if self._pipeline_task is None or self._pipeline_task.done():
             return Readiness(False, "pipeline not running")
-        if self.supervisor is not None and not self.supervisor.states_ok():
-            return Readiness(False, "a source is failing")
+        failing = self.supervisor.failing() if self.supervisor is not None else {}
+        if failing:
+            return Readiness(False, _first_of(failing, " failing: "))
         problems = self.metrics.source_problems()
         if problems:
-            name, problem = next(iter(problems.items()))
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            return Readiness(False, f"source {name}: {problem}{more}")
+            return Readiness(False, _first_of(problems, ": "))
         if self._spool_stage is not None and self._spool_stage.spool.stats().blocked:
             return Readiness(False, "spool full: sources are waiting for TStorage")
         connections = self.metrics.snapshot()["connections"]
@@ -370,6 +370,13 @@ class Daemon:
         if self._spool_stage is not None:
             await self._spool_stage.aclose()
             self._spool_stage = None
+
+
+def _first_of(reasons: Mapping[str, str], verb: str) -> str:
+    """``source a failing: <error> (and 2 more)``: the first source's reason, and a count."""
+    name, reason = next(iter(reasons.items()))
+    more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    return f"source {name}{verb}{reason}{more}"
 
 
 def run(
