@@ -7,6 +7,7 @@ Everything a plugin needs is importable from the package root::
         Duration, ByteSize, Size, Secret,                                  # config value types
         KeyMapping, CapMapping, PayloadMapping,                            # default mappings
         CodecType, MappingError, ConfigRefused,                            # payload codecs
+        PollingSource, PollingConfig, IntervalSchedule, Tick,              # polling
     )
 
 The package ships ``py.typed``: ``mypy --strict`` on a plugin sees these types.
@@ -20,6 +21,8 @@ from tstoraged.config.units import ByteSize, Duration
 from tstoraged.mapping.codecs import CodecType
 from tstoraged.mapping.errors import ConfigRefused, MappingError
 from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
+from tstoraged.polling import PollingConfig, PollingSource
+from tstoraged.scheduling import IntervalSchedule, Tick
 from tstoraged.source import Ack, Source, SourceConfig, SourceContext, SourceType
 
 Size = ByteSize
@@ -32,15 +35,19 @@ __all__ = [
     "CodecType",
     "ConfigRefused",
     "Duration",
+    "IntervalSchedule",
     "KeyMapping",
     "MappingError",
     "PayloadMapping",
+    "PollingConfig",
+    "PollingSource",
     "Secret",
     "Size",
     "Source",
     "SourceConfig",
     "SourceContext",
     "SourceType",
+    "Tick",
     "__version__",
     "hookimpl",
     "hookspec",
