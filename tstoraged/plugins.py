@@ -44,6 +44,9 @@ __all__ = [
     "LOAD_PLUGINS_ENV",
     "PluginInfo",
     "PluginManager",
+    "PluginSet",
+    "installed_plugin_set",
+    "plugin_set_changes",
 ]
 
 ENTRY_POINT_GROUP = PROJECT_NAME
@@ -130,6 +133,39 @@ def _descriptions(names: list[str], registry: Mapping[str, Any]) -> dict[str, st
     return {name: text for name, text in found.items() if text}
 
 
+PluginSet = dict[str, tuple[str, str | None, str | None]]
+"""Installed plugins: entry-point name -> (module, distribution, version)."""
+
+
+def installed_plugin_set(env: Mapping[str, str]) -> PluginSet:
+    """The plugins installed now (as limited by ``TSTORAGED_LOAD_PLUGINS``), read afresh."""
+    wanted = requested_plugin_names(env)
+    found: PluginSet = {}
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if wanted is not None and entry_point.name not in wanted:
+            continue
+        dist = entry_point.dist
+        found.setdefault(
+            entry_point.name,
+            (entry_point.value, dist.name if dist else None, dist.version if dist else None),
+        )
+    return found
+
+
+def plugin_set_changes(before: PluginSet, now: PluginSet) -> dict[str, list[str]]:
+    """What was installed, removed or upgraded between two :func:`installed_plugin_set`."""
+    changed = [
+        f"{name} {before[name][2] or '?'} -> {now[name][2] or '?'}"
+        for name in sorted(before.keys() & now.keys())
+        if before[name] != now[name]
+    ]
+    return {
+        "installed": sorted(now.keys() - before.keys()),
+        "removed": sorted(before.keys() - now.keys()),
+        "changed": changed,
+    }
+
+
 def requested_plugin_names(env: Mapping[str, str]) -> set[str] | None:
     """The entry-point names ``TSTORAGED_LOAD_PLUGINS`` allows; None means all."""
     value = env.get(LOAD_PLUGINS_ENV)
@@ -160,6 +196,8 @@ class PluginManager:
         self._origins: dict[str, _Origin] = {}
         self._unavailable: dict[str, PluginInfo] = {}
         self._collected: _Collected | None = None
+        self.loaded_set: PluginSet | None = None
+        """The installed plugin set when entry points were loaded (None: none were)."""
 
     @classmethod
     def from_entry_points(cls, env: Mapping[str, str] | None = None) -> PluginManager:
@@ -188,6 +226,7 @@ class PluginManager:
 
     def load_entry_points(self, env: Mapping[str, str]) -> None:
         """Import and register the plugins of the ``tstoraged`` entry-point group."""
+        self.loaded_set = installed_plugin_set(env)
         wanted = requested_plugin_names(env)
         found: set[str] = set()
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):

@@ -256,3 +256,24 @@ def test_check_and_status_report_a_crashing_factory_in_one_line(
     assert "sources[0].payload: codec 'scaled' failed on this config: ValueError" in line
     status = support.run_cli("status", "-c", os.fspath(cfg), "--timeout", "0.5", env=plugin_env)
     assert "Traceback" not in status.stderr  # (no daemon answers: exit 1, one line)
+
+
+def test_sighup_says_when_the_installed_plugins_changed_and_that_a_restart_loads_them(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    env = support.cli_environment(site, "codecs,generator,topics")
+    cfg = tmp_path / "t.toml"
+    state = tmp_path / "state"
+    cfg.write_text(config_text(server.port, state, ""))
+    with reloadable_daemon(tmp_path, cfg, env) as running:
+        # Installed while the daemon runs: a new distribution with an entry point.
+        support.make_distribution(site, "tstoraged-topics", {"topics": support.MODULE})
+        running.reload()
+        (changed,) = running.daemon.events("plugins_changed")
+        assert changed["installed"] == ["topics"]
+        assert changed["removed"] == []
+        assert "restart the daemon" in changed["action"]
+        assert running.daemon.events("reload_applied")  # the reload itself went on
+        assert running.daemon.terminate() == 0

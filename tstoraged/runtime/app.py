@@ -39,7 +39,7 @@ from tstoraged.observe.metrics import Metrics
 from tstoraged.pipeline.deadletter import DeadLetterFile
 from tstoraged.pipeline.pipeline import DrainReport, Pipeline, Stage
 from tstoraged.pipeline.spooled import SpoolStage
-from tstoraged.plugins import PluginManager
+from tstoraged.plugins import PluginManager, installed_plugin_set, plugin_set_changes
 from tstoraged.runtime import wiring
 from tstoraged.runtime.context import CoreSourceContext, source_state_dir
 from tstoraged.runtime.reload import changed_settings, unreloadable
@@ -222,6 +222,7 @@ class Daemon:
         assert self.supervisor is not None
         self.notifier.reloading()
         log.info("reload_requested", config=str(self.config_path))
+        self._report_plugin_changes()
         try:
             new = load_config(self.config_path, env=self.env, plugins=self.plugins)
         except ConfigError as exc:
@@ -262,6 +263,24 @@ class Daemon:
             log.error("reload_incomplete", problem=problem, rate_limit=False)
         self.notifier.ready(status=self.metrics.summary_line())
         return True
+
+    def _report_plugin_changes(self) -> None:
+        """Say so when plugins were installed, removed or upgraded since start.
+
+        Python code already imported cannot be replaced safely in a running process, so a
+        reload keeps the plugins loaded at start; the new set needs a restart.
+        """
+        if self.plugins.loaded_set is None:
+            return
+        changes = plugin_set_changes(self.plugins.loaded_set, installed_plugin_set(self.env))
+        if any(changes.values()):
+            log.warning(
+                "plugins_changed",
+                **changes,
+                action="restart the daemon to load them; this reload keeps the plugins "
+                "loaded at start",
+                rate_limit=False,
+            )
 
     def _refuse_reload(self, problems: list[str]) -> bool:
         log.error(
