@@ -105,7 +105,17 @@ min_free_space = 0
     return cfg
 
 
-def tail_source(path: Path, payload: str = '{ format = "<q", fields = ["seq"] }') -> str:
+MIN_LINE_BYTES = len("0,") + 19 + 1
+"""The shortest line :class:`Appender` writes: ``seq,ts`` with a 19-digit ns timestamp."""
+
+
+def tail_source(
+    path: Path,
+    payload: str = '{ format = "<q", fields = ["seq"] }',
+    *,
+    read_chunk_bytes: int | None = None,
+) -> str:
+    chunk = "" if read_chunk_bytes is None else f"read_chunk_bytes = {read_chunk_bytes}"
     return f"""
 [[sources]]
 type = "files"
@@ -117,6 +127,7 @@ format = "csv"
 key = {{ cid = {CID}, mid = "{{seq}}", moid = 0 }}
 cap = {{ field = "ts", unit = "ns" }}
 payload = {payload}
+{chunk}
 """
 
 

@@ -625,9 +625,11 @@ class Spool:
     async def commit(self, seq: int) -> None:
         """Record that every batch up to ``seq`` has been delivered; free their space.
 
-        Commits are cumulative and come from the single writer, in order.  The commit point
-        is persisted within ``fsync_interval`` (and whenever a segment is deleted), so a crash
-        re-delivers at most the batches committed during that last interval.
+        Commits are cumulative and come from the single writer, in order.  With
+        ``fsync="batch"`` the commit point is persisted before this returns, so a crash
+        re-delivers at most the batch the writer was sending after it.  With ``"interval"``
+        it is persisted within ``fsync_interval`` (and whenever a segment is deleted), so a
+        crash re-delivers at most the batches committed during that last interval as well.
         """
         if seq >= self._next_seq:
             raise ValueError(
@@ -653,7 +655,12 @@ class Spool:
                     await self._reclaim_active()
             else:
                 self._freed.fire()  # the waiting append reclaims it itself
-        self._cursor_dirty.set()
+        if self._fsync == "batch":
+            # Before the writer sends the next batch: what a crash can repeat is then bounded
+            # by one batch, not by how many batches one fsync_interval of delivery holds.
+            await self._persist_cursor_or_warn()
+        else:
+            self._cursor_dirty.set()
 
     # -- visibility and lifecycle ---------------------------------------------------------
 
@@ -731,16 +738,21 @@ class Spool:
                 await asyncio.to_thread(write_cursor, self.directory, cursor, self._disk)
                 self._persisted_cursor = cursor
 
+    async def _persist_cursor_or_warn(self) -> None:
+        try:
+            await self._persist_cursor()
+        except OSError as exc:
+            # Only costs re-delivery after a crash; keep going, the cursor loop tries again.
+            log.warning("spool.cursor_write_failed", error=str(exc))
+            self._cursor_dirty.set()
+
     async def _cursor_loop(self) -> None:
         while True:
             await self._cursor_dirty.wait()
             self._cursor_dirty.clear()
-            try:
-                await self._persist_cursor()
-            except OSError as exc:
-                # Only costs re-delivery after a crash; keep going, try again next time.
-                log.warning("spool.cursor_write_failed", error=str(exc))
-            # Rate limit: a lagging cursor costs duplicates, a cursor fsync per batch costs flash.
+            await self._persist_cursor_or_warn()
+            # Rate limit: a lagging cursor costs duplicates, a cursor fsync per batch costs
+            # flash; with fsync = "batch" commits persist it themselves (see commit()).
             await asyncio.sleep(self._fsync_interval)
 
     async def _flush_loop(self) -> None:
