@@ -37,13 +37,13 @@ from tstorage_client.payload_type import (
     StructPayloadType,
     TuplePayloadType,
 )
-from tstorage_client.protocol._codec import codec_for
 from tstorage_client.protocol.client import (
     NEED_DATA,
     GetResponseParser,
     RecordsBatch,
     encode_put,
 )
+from tstorage_client.protocol.codecs import codec_for
 from tstorage_client.record import Key, Record
 
 HEADER = struct.Struct("<iQ")

@@ -166,7 +166,7 @@ async def _put_all(settings: Settings, entries: Iterable[DeadLetter]) -> tuple[l
                 put = channel.puta if with_acq else channel.put
                 response = await put(records)
                 if not response.is_ok():
-                    return delivered, f"TStorage answered {response.result.name}"
+                    return delivered, f"TStorage answered {response.status.name}"
                 delivered += [f for f, _ in part]
     return delivered, ""
 

@@ -131,10 +131,14 @@ def _read_back(port: int, config: dict[str, Any]) -> None:
             box_min = Key(cid, Key.min().mid, Key.min().moid, Key.min().cap, Key.min().acq)
             box_max = Key(cid + 1, Key.max().mid, Key.max().moid, Key.max().cap, Key.max().acq)
             count, first = 0, list[Record[bytes]]()
-            for record in channel.get_iter(box_min, box_max):
+            for item in channel.get_iter(box_min, box_max):
+                if not isinstance(item, Record):  # the final response
+                    if not item:
+                        print(f"\n  reading cid {cid} back failed: {item.status.name}")
+                    break
                 count += 1
                 if len(first) < 3:
-                    first.append(record)
+                    first.append(item)
             decode = TuplePayloadType(fmt)
             print(f"\n  {source['name']} (cid {cid}): {count} records in TStorage; the first 3:")
             for record in first:

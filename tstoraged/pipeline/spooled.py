@@ -32,8 +32,8 @@ import structlog
 
 from tstorage_client.payload_type import BytesPayloadType
 from tstorage_client.protocol import server as wire_out
-from tstorage_client.protocol._codec import codec_for
 from tstorage_client.protocol.client import GetResponseParser, NeedData, RecordsBatch
+from tstorage_client.protocol.codecs import codec_for
 from tstorage_client.record import Record
 from tstoraged.pipeline.batch import Batch
 from tstoraged.pipeline.deadletter import DeadLetterFile
@@ -138,7 +138,7 @@ def decode_batch(payload: bytes) -> list[Record[bytes]]:
         elif event.is_ok():
             return records
         else:
-            raise ValueError(f"spooled batch does not parse: {event.result.name}")
+            raise ValueError(f"spooled batch does not parse: {event.status.name}")
 
 
 class SpoolStage:
