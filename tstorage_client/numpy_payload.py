@@ -25,7 +25,8 @@ A channel built on it (``Channel(host, port, NumpyPayloadType(numpy.float64))``)
 - ``get`` answers ``data`` as a list of structured arrays of ``parsing_dtype`` (one or more
   chunks: ``numpy.concatenate(response.data)`` joins them); ``get_stream`` hands the callback
   such arrays.
-- ``get_iter`` yields ``Record`` objects whose value is the tuple of the payload fields.
+- ``get_iter`` yields ``Record`` objects with Python values: the value of a single payload
+  field, or the tuple of several.
 
 This module is the data model only; the structured-array codec is
 ``tstorage_client.protocol._numpy_codec``.
@@ -72,8 +73,9 @@ def _payload_fields(dtype: Any) -> list[tuple[str, np.dtype[Any]]]:
 class NumpyPayloadType(PayloadType[Any]):
     """A fixed numpy payload layout; enables the structured-array bulk path of the channels.
 
-    ``to_bytes`` takes the tuple of the payload fields (a single field may be given bare);
-    ``from_bytes`` answers that tuple, or None when the payload has the wrong size.
+    Values are Python values: the one field's value (e.g. a ``float`` for ``numpy.float64``),
+    or the tuple of the fields when there are several (``()`` for none). ``to_bytes`` takes
+    that (a 1-tuple too); ``from_bytes`` answers it, or None when the size is wrong.
     """
 
     def __init__(self, dtype: npt.DTypeLike | list[Any] | None = None) -> None:
@@ -104,13 +106,13 @@ class NumpyPayloadType(PayloadType[Any]):
             value = (value,)
         return np.array(value, dtype=self.dtype).tobytes()
 
-    def from_bytes(self, buffer: bytes) -> tuple[Any, ...] | None:
+    def from_bytes(self, buffer: bytes) -> Any:
         if len(buffer) != self.dtype.itemsize:
             return None
         if not self.payload_fields:
             return ()
         row: tuple[Any, ...] = np.frombuffer(buffer, self.dtype)[0].tolist()
-        return row
+        return row[0] if len(row) == 1 else row
 
     def __repr__(self) -> str:
         return f"NumpyPayloadType({self.dtype.descr!r})"

@@ -127,7 +127,7 @@ async def test_numpy_round_trip_over_both_channels(make_client: Any) -> None:
         assert by_mid["cid"].tolist() == array["cid"].tolist()
         records, iterator = await client.get_iter(Key(1, 0, 0, 0, 0), Key(2, 10, 8, 10**6, 2**62))
         assert iterator.response.is_ok()
-        assert [(r.key.mid, r.value) for r in records] == [(1, (0.25,)), (4, (1.0,)), (7, (1.75,))]
+        assert [(r.key.mid, r.value) for r in records] == [(1, 0.25), (4, 1.0), (7, 1.75)]
         await client.close()
 
 

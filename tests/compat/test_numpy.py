@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy
 import pytest
-from conftest import call, connected
+from conftest import call, connected, items_of
 
 from tstorage_client.payload_type import NumpyPayloadType
 from tstorage_client.record import Key
@@ -98,4 +98,21 @@ async def test_a_recarray_with_any_size_field_and_no_payload_fields(
     got = await call(channel.get(Key(3, 0, 0, 0, 0), Key(4, 9, 9, 9, 2**62)))
     assert numpy.concatenate(got.data)[["cid", "mid", "cap"]].tolist() == [(3, 1, 7)]
     assert numpy.concatenate(got.data)["_size"].tolist() == [32]
+    await call(channel.close())
+
+
+async def test_get_iter_yields_records_with_python_values(
+    server: RunningServer, channel_class: type[Any]
+) -> None:
+    one, two = NumpyPayloadType(numpy.float64), NumpyPayloadType([("a", "<i2"), ("b", "<f4")])
+    assert one.from_bytes(one.to_bytes(1.5)) == 1.5
+    assert one.to_bytes((1.5,)) == one.to_bytes(1.5)
+    assert two.from_bytes(two.to_bytes((3, 0.5))) == (3, 0.5)
+    assert one.from_bytes(b"\0" * 7) is None
+    channel = await connected(channel_class, server, two)
+    rows = numpy.array([(0, 8, 1, 0, 5, 0, 3, 0.5)], two.parsing_dtype)
+    assert (await call(channel.puta(rows))).is_ok()
+    items = await items_of(channel.get_iter(Key(8, 0, 0, 0, 0), Key(9, 9, 9, 9, 2**62)))
+    assert [(r.key.mid, r.value) for r in items[:-1]] == [(1, (3, 0.5))]
+    assert items[-1].is_ok()
     await call(channel.close())

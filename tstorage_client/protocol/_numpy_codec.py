@@ -166,14 +166,20 @@ class NumpyCodec:
         return batches or [np.empty(0, self.payload_type.parsing_dtype)]
 
     def iter_records(self, batch: Any) -> Iterable[Record[Any]]:
-        """Record objects (Python values: tuples of the payload fields) from an array."""
+        """Record objects with Python values (as ``from_bytes`` gives them) from an array."""
         keys = map(
             _tuple_new,
             repeat(Key),
             zip(*(batch[name].tolist() for name in _KEY_NAMES), strict=True),
         )
         fields = self.payload_type.payload_fields
-        values = batch[list(fields)].tolist() if fields else repeat((), len(batch))
+        values: Iterable[Any]
+        if len(fields) == 1:
+            values = batch[fields[0]].tolist()
+        elif fields:  # column by column and zipped: faster than a structured tolist()
+            values = zip(*(batch[name].tolist() for name in fields), strict=True)
+        else:
+            values = repeat((), len(batch))
         return map(_tuple_new, repeat(Record), zip(keys, values, strict=True))
 
 
