@@ -9,7 +9,7 @@ dataclasses whose first field is ``status``; ``result`` is kept as a read-only a
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Generic, TypeVar
 
 from tstorage_client.records_set import RecordsSet
@@ -85,3 +85,21 @@ class ResponseGet(ResponseAcq, Generic[T]):
     """
 
     data: RecordsSet[T] = field(default_factory=list)
+
+
+def _refuse_setattr(self: Response, name: str, value: object) -> None:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _refuse_delattr(self: Response, name: str) -> None:
+    raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+# The frozen __setattr__ that dataclass generates refers to the class before slots=True
+# rebuilt it, so any assignment that is not to a field failed with a TypeError instead of
+# FrozenInstanceError; typing's ``ResponseGet[int](...)`` (which sets __orig_class__ and
+# expects an AttributeError) broke on that.
+for _cls in (Response, ResponsePut, ResponseAcq, ResponseGet):
+    _cls.__setattr__ = _refuse_setattr  # type: ignore[method-assign,assignment]
+    _cls.__delattr__ = _refuse_delattr  # type: ignore[method-assign,assignment]
+del _cls

@@ -267,6 +267,9 @@ def test_responses_are_frozen_slotted_dataclasses_with_status_first() -> None:
     assert ResponseGet(ok).data is not ResponseGet(ok).data
     assert repr(ResponseAcq(ok, 5)) == "ResponseAcq(status=<ResponseStatus.OK: 0>, acq=5)"
     assert ResponseGet(ok, 3, [1]) == ResponseGet(status=ok, acq=3, data=[1])
+    assert ResponseGet[int](ok, 3, [1]).data == [1]  # generic in the record value
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ResponseAcq(ok).unknown = 1  # type: ignore[attr-defined]
 
 
 def test_payload_types_are_generic_and_behave_as_documented() -> None:
