@@ -362,17 +362,21 @@ class Link:
         try:
             while True:
                 wake = deadline
-                receiving = byte_timeout is not None and self._rx_at > started
-                if receiving:
-                    assert byte_timeout is not None
-                    wake = min(wake, self._rx_at + byte_timeout)
+                if byte_timeout is not None:
+                    # Look again every byte_timeout: bytes may start arriving at any moment.
+                    last = self._rx_at if self._rx_at > started else loop.time()
+                    wake = min(wake, last + byte_timeout)
                 done, _ = await asyncio.wait((task,), timeout=max(0.0, wake - loop.time()))
                 if done:
                     return self._result(task)
                 now = loop.time()
                 if now >= deadline:
                     raise NoResponse(f"no response within {timeout:g} s")
-                if receiving and byte_timeout is not None and now - self._rx_at >= byte_timeout:
+                if (
+                    byte_timeout is not None
+                    and self._rx_at > started
+                    and now - self._rx_at >= byte_timeout
+                ):
                     raise IncompleteFrame(
                         f"response stalled for more than byte_timeout = {byte_timeout:g} s"
                     )

@@ -72,6 +72,7 @@ class ModbusSource(Source):
         self.pollers: list[GroupPoller] = []
         self._changed = asyncio.Event()
         self._problem: str | None = None
+        self._build()  # no I/O: devices and schedules are inspectable before run()
 
     def _build(self) -> None:
         resolved = resolve(self.config)
@@ -99,7 +100,6 @@ class ModbusSource(Source):
 
     async def run(self) -> None:
         quiet_pymodbus()
-        self._build()
         self.context.log.info(
             "modbus_polling",
             devices=len(self.devices),
