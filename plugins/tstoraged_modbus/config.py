@@ -210,16 +210,12 @@ class PointConfig(BaseModel):
                 problems.append((("bit",), f"a {self.table} is a single bit already", self.bit))
         elif data_type == "bool" and self.bit is None:
             problems.append(
-                (
-                    ("bit",),
-                    f"a bool in a {self.table} register needs the bit index (0-15)",
-                    None,
-                )
+                ((), f"bit is required: a bool in a {self.table} register is one of its bits", None)
             )
         elif data_type != "bool" and self.bit is not None:
             problems.append((("bit",), "bit is only for type = 'bool'", self.bit))
         if data_type == "string" and self.length is None:
-            problems.append((("length",), "a string needs its length in registers", None))
+            problems.append(((), "length is required: the registers a string takes", None))
         if data_type != "string" and self.length is not None:
             problems.append((("length",), "length is only for type = 'string'", self.length))
         if self.encoding == "integer" and (data_type in FLOAT_TYPES or data_type == "string"):
@@ -549,7 +545,7 @@ def _check_unit(
         problems.append(
             (
                 (*loc, "unit"),
-                "unit ids on a serial line are 1-247 (0 is broadcast, which reads cannot use)",
+                "unit ids on a serial line are 1-247 (broadcasts cannot be read)",
                 device.unit,
             )
         )

@@ -38,6 +38,8 @@ __all__ = ["COMMAND", "ProbeRequest", "add_arguments", "run"]
 
 DEFAULT_COUNT = 4
 """Registers read by default: enough for every 64-bit type."""
+PROBE_WIDTH = 132
+"""Columns the table needs to show 20-digit integers and 15-digit floats in full."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,9 +225,8 @@ def _request_from(args: argparse.Namespace) -> ProbeRequest:
         )
     unit = args.unit if args.unit is not None else (device.config.unit if device else 1)
     timeout = args.timeout or (device.config.timeout if device else 1.0)
-    name = f"device {device.config.name} " if device else ""
-    link = _describe(connection)
-    label = f"{name}(unit {unit}, {link})"
+    where = f"unit {unit} on {_describe(connection)}"
+    label = f"device {device.config.name} ({where})" if device else where
     return ProbeRequest(label, connection, unit, timeout, table, address, shown, count, point)
 
 
@@ -266,7 +267,8 @@ def _print_table(request: ProbeRequest, values: list[int] | list[bool]) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    console = Console(highlight=False)
+    # Wide enough that no number is cut short: a digit lost is a wrong number.
+    console = Console(highlight=False, width=max(Console().width, PROBE_WIDTH))
     span = f"{request.shown_address}-{request.shown_address + request.count - 1}"
     console.print(f"{request.label} {request.table} {span}")
     if request.table in BIT_TABLES:
