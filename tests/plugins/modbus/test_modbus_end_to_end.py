@@ -206,3 +206,62 @@ async def test_every_type_in_every_order_arrives_exactly_over_rtu_on_a_serial_li
     assert {
         moid: decoded(latest[(MID, moid)], value) for moid, value in case.expected.items()
     } == case.expected
+
+
+def test_device_state_shows_in_status_and_a_dead_connection_in_health(tmp_path: Path) -> None:
+    """The real daemon process: /status details, /readyz, /metrics and `tstoraged status`."""
+    import socket
+    import subprocess
+    import sys
+
+    from tstoraged.testing import DaemonProcess, wait_until
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    connection = {"transport": "tcp", "host": "127.0.0.1", "port": port}
+    config = tmp_path / "tstoraged.toml"
+    config.write_text(
+        f"""
+[tstorage]
+port = 1
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[daemon]
+state_dir = "{tmp_path / "state"}"
+
+{source_table(connection, [{"name": "level", "address": 0, "moid": 1}])}
+"""
+    )
+    with DaemonProcess(config, env=ENV) as daemon:
+        daemon.wait_for_event("daemon_started")
+        problem = wait_until(
+            lambda: daemon.source_status("plant").get("problem"),
+            what="the connection problem in /status",
+        )
+        assert problem.startswith(f"connection @meter-1: cannot connect to tcp 127.0.0.1:{port}: ")
+
+        def device_down() -> dict[str, Any] | None:
+            details: dict[str, Any] = daemon.source_status("plant").get("details", {})
+            state = details.get("device meter-1", {}).get("state")
+            return details if state == "connection_down" else None
+
+        details = wait_until(device_down, what="the device state in /status")
+        assert details["connection @meter-1"]["state"] == "down"
+        code, body = daemon.get("/readyz")
+        assert code == 503
+        assert json.loads(body)["reason"].startswith("source plant: connection @meter-1")
+        _, exposition = daemon.get("/metrics")
+        assert 'tstoraged_modbus_device_up{device="meter-1",source="plant"} 0.0' in exposition
+        shown = subprocess.run(
+            [sys.executable, "-m", "tstoraged.cli", "status", "--url", daemon.url],
+            capture_output=True,
+            text=True,
+            env={**ENV, "COLUMNS": "200", "PATH": ""},
+            check=False,
+        )
+        assert "device meter-1" in shown.stdout
+        assert "state=connection_down" in shown.stdout
+        assert daemon.terminate() == 0
