@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,7 @@ class Device:
         metrics: DeviceMetrics,
         log: structlog.typing.FilteringBoundLogger,
         on_change: Callable[[], None] = lambda: None,
+        rank: int = 0,
     ) -> None:
         config = resolved.config
         self.name = config.name
@@ -130,7 +131,10 @@ class Device:
         self.capture_time = capture_time
         self.log = log.bind(device=self.name)
         self._on_change = on_change
-        self.target = RequestTarget(config.unit, config.timeout, config.pause_between_requests)
+        self.target = RequestTarget(
+            config.unit, config.timeout, config.pause_between_requests, rank=rank
+        )
+        self._probe_target = replace(self.target, low_priority=True)
         self.groups: dict[str, GroupState] = {}
         for name in sorted({point.group for point in resolved.points}):
             members = tuple(
@@ -222,10 +226,12 @@ class Device:
         config = self.config
         repeats = busy = 0
         errors = self.metrics.request_errors
+        # A silent device's probe waits behind the requests of devices that answer.
+        target = self._probe_target if self.state == "not_answering" else self.target
         while True:
             self._requests.inc()
             try:
-                return await self.link.read(self.target, read.table, read.address, read.count)
+                return await self.link.read(target, read.table, read.address, read.count)
             except ExceptionResponse as exc:
                 errors.labels(device=self.name, error=exc.kind).inc()
                 if exc.busy and busy < config.busy_retries:

@@ -13,6 +13,8 @@ instead of holding the bus.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -130,6 +132,11 @@ class RequestTarget:
     timeout: float
     pause: float = 0.0
     """Silence on the connection before the request."""
+    low_priority: bool = False
+    """Wait until no other request waits (a silent device's probe goes last)."""
+    rank: int = 0
+    """The device's place on its connection: waiting requests go in this order, so that
+    every device keeps its slot in the round and its poll period stays steady."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +167,11 @@ class Link:
         self.name = name
         self.settings = settings
         self.pause_after_connect = pause_after_connect
+        self.shared = False
+        """More than one device uses this connection."""
         self._on_change = on_change
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
-        self._lock = asyncio.Lock()
-        self._waiting = 0
+        self._turns = _Turns()
         self._failures = 0
         self._retry_at = 0.0
         self._last_end = 0.0
@@ -192,7 +200,7 @@ class Link:
     @property
     def busy(self) -> bool:
         """A request is running or waiting."""
-        return self._waiting > 0 or self._lock.locked()
+        return self._turns.busy
 
     async def read(self, target: RequestTarget, table: Table, address: int, count: int) -> Response:
         """Read ``count`` registers or bits of ``table`` from ``address`` (protocol address).
@@ -201,11 +209,11 @@ class Link:
         :class:`BadResponse`.
         """
         loop = asyncio.get_running_loop()
-        self._waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self._waiting -= 1
+        if self.shared or target.low_priority:
+            # Let the requests of the devices polled at the same tick queue up, so that they
+            # go in rank order (and a silent device's probe after them).
+            await asyncio.sleep(0)
+        await self._turns.acquire((1 if target.low_priority else 0, target.rank))
         try:
             client = await self._connected(loop)
             wait = self._last_end + max(self._frame_gap, target.pause) - loop.time()
@@ -221,7 +229,7 @@ class Link:
                 self._last_end = loop.time()
             received_ns = time.time_ns()
         finally:
-            self._lock.release()
+            self._turns.release()
         if pdu.isError():
             raise ExceptionResponse(pdu.exception_code)
         if table in ("holding", "input"):
@@ -354,9 +362,18 @@ class Link:
         request: Any,
         timeout: float,  # noqa: ASYNC109
     ) -> ModbusPDU:
+        byte_timeout = self._byte_timeout
+        if byte_timeout is None:
+            # The common case, in this task: no extra task, the frame is written right away.
+            try:
+                async with asyncio.timeout(timeout):
+                    return await self._checked(request)
+            except TimeoutError:
+                if self._lost:
+                    raise ConnectionDown(f"connection to {self.description} lost") from None
+                raise NoResponse(f"no response within {timeout:g} s") from None
         started = loop.time()
         deadline = started + timeout
-        byte_timeout = self._byte_timeout
         task: asyncio.Future[ModbusPDU] = asyncio.ensure_future(request)
         self._pending = task
         try:
@@ -386,14 +403,71 @@ class Link:
                 task.cancel()
 
     def _result(self, task: asyncio.Future[ModbusPDU]) -> ModbusPDU:
-        from pymodbus.exceptions import ConnectionException, ModbusException
-
         if task.cancelled():
             raise ConnectionDown(f"connection to {self.description} lost")
         try:
             return task.result()
-        except ConnectionException as exc:
+        except Exception as exc:
+            raise self._failure(exc) from None
+
+    async def _checked(self, request: Any) -> ModbusPDU:
+        """Await pymodbus' request; its exceptions become ours."""
+        try:
+            pdu: ModbusPDU = await request
+        except Exception as exc:
+            raise self._failure(exc) from None
+        return pdu
+
+    def _failure(self, exc: Exception) -> Exception:
+        from pymodbus.exceptions import ConnectionException, ModbusException
+
+        if isinstance(exc, ConnectionException):
             self._lost = True
-            raise ConnectionDown(f"connection to {self.description} lost: {exc}") from None
-        except ModbusException as exc:
-            raise BadResponse(str(exc)) from None
+            return ConnectionDown(f"connection to {self.description} lost: {exc}")
+        if isinstance(exc, ModbusException):
+            return BadResponse(str(exc))
+        return exc
+
+
+class _Turns:
+    """A lock whose waiters go by priority, then rank, then arrival.
+
+    A silent device's probe (priority 1) waits behind the others; among the rest, a device
+    ranked before another goes first, so each keeps its slot in the round.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._queue: list[tuple[tuple[int, int], int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @property
+    def busy(self) -> bool:
+        """Held, or wanted."""
+        return self._held or bool(self._queue)
+
+    async def acquire(self, priority: tuple[int, int]) -> None:
+        """Wait for the turn (lower ``priority`` first, then first come)."""
+        if not self._held and not self._queue:
+            self._held = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (priority, next(self._order), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # the turn was handed over just as the waiter was cancelled
+            else:
+                self._queue = [entry for entry in self._queue if entry[2] is not turn]
+                heapq.heapify(self._queue)
+            raise
+
+    def release(self) -> None:
+        """Hand the turn to the next waiter, or free it."""
+        while self._queue:
+            _, _, turn = heapq.heappop(self._queue)
+            if not turn.done():
+                turn.set_result(None)  # stays held: the waiter has it now
+                return
+        self._held = False

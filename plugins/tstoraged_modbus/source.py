@@ -94,7 +94,9 @@ class ModbusSource(Source):
                 metrics=metrics,
                 log=self.context.log,
                 on_change=self._changed.set,
+                rank=sum(d.link is link for d in self.devices),
             )
+            link.shared = any(d.link is link for d in self.devices)
             self.devices.append(runtime)
             self.pollers += [GroupPoller(runtime, group) for group in runtime.groups.values()]
 
