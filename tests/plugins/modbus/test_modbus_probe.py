@@ -44,6 +44,12 @@ def threaded_server(unit: Unit) -> Iterator[Running]:
         loop.close()
 
 
+@pytest.fixture(autouse=True)
+def modbus_plugin_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line finds the plugin's `modbus` command through its entry point."""
+    monkeypatch.setenv("TSTORAGED_LOAD_PLUGINS", "codecs,modbus")
+
+
 @pytest.fixture
 def meter() -> Iterator[Running]:
     unit = Unit(3, holding={100: [*LEVEL, 0, 0], 200: [0x4142, 0x4344]}, coils={0: [True, False]})
