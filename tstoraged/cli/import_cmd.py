@@ -76,7 +76,8 @@ def _template(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             f"name the files source to read like with --source (files sources: {names}), "
             "or use --format records"
         )
-    return source.model_dump(mode="json", exclude_unset=True)
+    # Python mode: secret and sensitive values stay values (a JSON dump masks them).
+    return source.model_dump(exclude_unset=True)
 
 
 def _import_settings(

@@ -12,11 +12,11 @@ import asyncio
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, HttpUrl
 
-from tstoraged import Source, SourceConfig
+from tstoraged import Sensitive, Source, SourceConfig
 from tstoraged.config import Duration
 from tstoraged.mapping.model import KeyMapping, PayloadMapping
 
@@ -50,6 +50,14 @@ class LoadAvgConfig(SourceConfig):
         ),
         description="How fields become the payload bytes.",
     )
+    # Sensitive(): validated like any URL, but never shown: `tstoraged check` prints
+    # **********, config errors and log lines mask it. For API keys and URLs with credentials;
+    # a password that should also come from a file or a systemd credential is a `Secret`.
+    dashboard_url: Annotated[HttpUrl, Sensitive()] | None = Field(
+        default=None,
+        description="Link to this host's dashboard, logged when the source starts (such "
+        "links often carry an access token, hence Sensitive).",
+    )
 
 
 def parse_loadavg(text: str) -> dict[str, Any]:
@@ -79,6 +87,7 @@ class LoadAvgSource(Source):
             path=str(config.path),
             interval=config.interval,
             hostname=socket.gethostname(),
+            dashboard=str(config.dashboard_url) if config.dashboard_url else None,
         )
         next_due = time.monotonic()
         while True:
