@@ -318,6 +318,17 @@ def _known(names: Sequence[str]) -> str:
     return ", ".join(sorted(names)) or "none loaded"
 
 
+def _did_you_mean(name: object, known: Mapping[str, Any], plugins: PluginManager) -> str:
+    """``; did you mean 'files'?`` for a misspelt type or codec name, else ``""``.
+
+    Names of plugins that could not be loaded are candidates too (``mqt`` -> ``mqtt``).
+    """
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, [*known, *plugins.unavailable], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close and close[0] != name else ""
+
+
 def _missing_hint(plugins: PluginManager, name: str) -> str:
     """Point at unavailable plugins that may provide ``name``."""
     exact = plugins.unavailable_hint(name)
@@ -373,7 +384,10 @@ def _validate_source(
         return None, [ConfigProblem(origin_of(type_path), type_path, message)]
     source_type = plugins.source_types.get(type_name) if isinstance(type_name, str) else None
     if source_type is None:
-        message = f"unknown source type (known: {known}){_missing_hint(plugins, str(type_name))}"
+        message = (
+            f"unknown source type{_did_you_mean(type_name, plugins.source_types, plugins)} "
+            f"(known: {known}){_missing_hint(plugins, str(type_name))}"
+        )
         return None, [ConfigProblem(origin_of(type_path), type_path, message, repr(type_name))]
     model = source_type.config_model
     try:
@@ -405,8 +419,8 @@ def _validate_payload(
     if codec is None:
         path = (*prefix, "payload", "codec")
         message = (
-            f"unknown payload codec (known: {_known(list(plugins.codecs))})"
-            f"{_missing_hint(plugins, codec_name)}"
+            f"unknown payload codec{_did_you_mean(codec_name, plugins.codecs, plugins)} "
+            f"(known: {_known(list(plugins.codecs))}){_missing_hint(plugins, codec_name)}"
         )
         return [ConfigProblem(origin_of(path), path, message, repr(codec_name))]
     settings = {key: value for key, value in payload.items() if key != "codec"}
