@@ -8,12 +8,14 @@ Plugin authors need only this package root::
 
 from tstoraged._markers import hookimpl, hookspec
 from tstoraged.config.sensitive import Sensitive, SensitiveStr
+from tstoraged.findings import Finding
 from tstoraged.source import Ack, Source, SourceConfig, SourceContext, SourceType
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Ack",
+    "Finding",
     "Sensitive",
     "SensitiveStr",
     "Source",

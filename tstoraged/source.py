@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import structlog
 
     from tstorage_client.record import Record
+    from tstoraged.findings import Finding
     from tstoraged.observe.source_metrics import SourceMetrics
 
 __all__ = ["Ack", "Source", "SourceConfig", "SourceContext", "SourceType"]
@@ -59,6 +60,16 @@ class SourceConfig(BaseModel):
         default_factory=dict,
         description="Named lookup tables (text -> integer) that key parts can refer to.",
     )
+
+    def check_environment(self) -> list[Finding]:
+        """What ``tstoraged check`` should say about the machine this source would run on.
+
+        Looked at without side effects (nothing created, opened for writing or sent): a
+        directory that does not exist, a file this user cannot read, a glob that matches
+        nothing. Paths are relative to this source's table (``("paths", 0)``). The daemon
+        logs the findings when the source starts. Default: nothing to say.
+        """
+        return []
 
 
 class SourceContext(ABC):

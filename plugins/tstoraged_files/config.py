@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import codecs
+import glob
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tstoraged.config.units import ByteSize, Duration
+from tstoraged.findings import Finding
 from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
 from tstoraged.source import SourceConfig
 
@@ -190,6 +193,12 @@ class FilesConfig(SourceConfig):
             raise ValueError(f"{', '.join(foreign)} not used in mode {self.mode!r}")
         return self
 
+    def check_environment(self) -> list[Finding]:
+        """Directories that do not exist, globs that match nothing, files this user cannot read."""
+        if self.mode == "drop":
+            return _drop_directory_findings(self)
+        return [finding for i, p in enumerate(self.paths) for finding in _glob_findings(self, i, p)]
+
     @property
     def resolved_done_dir(self) -> Path:
         """Where completely ingested dropped files go."""
@@ -201,3 +210,61 @@ class FilesConfig(SourceConfig):
         """Where dropped files that could not be ingested go, with a ``.reason`` file."""
         assert self.directory is not None
         return self.failed_dir or self.directory / "failed"
+
+
+def _glob_findings(config: FilesConfig, index: int, pattern: str) -> list[Finding]:
+    from tstoraged_files.tail import excluded
+
+    key, shown = ("paths", index), repr(pattern)
+    matches = [
+        path
+        for path in glob.glob(pattern, recursive=True)
+        if os.path.isfile(path) and not excluded(path, config.exclude)
+    ]
+    if not matches:
+        fixed = _fixed_prefix(pattern)
+        where = f" ({fixed} does not exist)" if not fixed.exists() else ""
+        return [Finding("warning", key, f"matches no file yet{where}", shown)]
+    unreadable = sorted(path for path in matches if not os.access(path, os.R_OK))
+    if not unreadable:
+        return []
+    return [
+        Finding(
+            "warning",
+            key,
+            f"{len(unreadable)} of the {len(matches)} files it matches cannot be read by this "
+            f"user (uid {os.geteuid()}), e.g. {unreadable[0]}",
+            shown,
+        )
+    ]
+
+
+def _fixed_prefix(pattern: str) -> Path:
+    """The leading part of a glob without wildcards: ``/var/log/plc`` of ``/var/log/plc/*.csv``."""
+    parts = []
+    for part in Path(pattern).parts:
+        if any(char in part for char in "*?["):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def _drop_directory_findings(config: FilesConfig) -> list[Finding]:
+    directory = config.directory
+    assert directory is not None
+    key, shown = ("directory",), repr(str(directory))
+    if not directory.exists():
+        return [Finding("error", key, "does not exist; create it (the daemon does not)", shown)]
+    if not directory.is_dir():
+        return [Finding("error", key, "is not a directory", shown)]
+    if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+        return [
+            Finding(
+                "error",
+                key,
+                f"must be readable and writable by this user (uid {os.geteuid()}): ingested "
+                "files are moved away or deleted",
+                shown,
+            )
+        ]
+    return []

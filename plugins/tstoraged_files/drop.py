@@ -51,6 +51,7 @@ class DropDirectory:
 
     async def run(self) -> None:
         """Scan, ingest and move files until cancelled."""
+        await self._directory_exists()
         self.failed_dir.mkdir(parents=True, exist_ok=True)
         if self.config.on_done == "move":
             self.done_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,22 @@ class DropDirectory:
 
     def close(self) -> None:
         """Nothing stays open between files."""
+
+    async def _directory_exists(self) -> None:
+        """Wait for a missing drop directory, reported as the source's problem meanwhile.
+
+        It is not created: a missing directory is more often a typo or a share that is not
+        mounted yet than a directory nobody made, and files dropped elsewhere would wait unseen.
+        """
+        if self.directory.is_dir():
+            return
+        self.context.set_problem(f"drop directory {self.directory} does not exist")
+        while True:  # nothing to wait on but the next look (inotify does not see a mount)
+            await asyncio.sleep(self.config.poll_interval)
+            if self.directory.is_dir():
+                break
+        self.context.set_problem(None)
+        self.context.log.info("drop_directory_appeared", directory=str(self.directory))
 
     def _forget_vanished(self) -> None:
         # Checkpoints of files moved away after their last ack (the move and the checkpoint
