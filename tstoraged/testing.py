@@ -148,9 +148,10 @@ class RecordingContext(CoreSourceContext):
         self.origins.append(origin)
         return super().map(fields, origin=origin, raw=raw, received_ns=received_ns)
 
-    def reject(self, raw: object, reason: str, *, origin: str) -> None:
+    def _dead_letter(self, raw: object, reason: str, origin: str, label: str) -> None:
+        # Both the source's own rejects and the mapping's failures end here.
         self.rejected.append(Rejected(raw, reason, origin))
-        super().reject(raw, reason, origin=origin)
+        super()._dead_letter(raw, reason, origin, label)
 
     async def _record(self, records: Sequence[Record[bytes]], ack: Ack | None) -> None:
         self.emitted.append(list(records))
