@@ -244,8 +244,11 @@ class DaemonProcess:
         notify: NotifySocket | None = None,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
+        """``prefix`` runs the daemon through another command (e.g. ``setpriv ...``)."""
         self.config = Path(config)
+        self.prefix = list(prefix or [])
         self.notify = notify
         self.env = dict(env or {})
         self.args = list(args or [])
@@ -262,7 +265,7 @@ class DaemonProcess:
         self.lines = []
         command = [sys.executable, "-m", "tstoraged.cli", "run", "-c", os.fspath(self.config)]
         self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
-            [*command, *self.args],
+            [*self.prefix, *command, *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -48,6 +48,7 @@ _MODE_SETTINGS: dict[str, tuple[str, ...]] = {
     "exclude": ("tail", "once"),
     "start_at": ("tail",),
     "rotate_wait": ("tail",),
+    "unreadable_retry_interval": ("tail",),
     "directory": ("drop",),
     "pattern": ("drop",),
     "ignore": ("drop",),
@@ -137,6 +138,12 @@ class FilesConfig(SourceConfig):
     csv: CsvOptions = Field(default_factory=CsvOptions)
     encoding: str = "utf-8"
     poll_interval: Duration = Field(default=1.0, gt=0, description="Time between file scans.")
+    unreadable_retry_interval: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="Tail mode: how often a file that cannot be opened (permissions) is tried "
+        "again; meanwhile it is the source's problem in status.",
+    )
     max_line_bytes: ByteSize = Field(
         default=65_536, ge=16, description="Longer lines are rejected and skipped."
     )

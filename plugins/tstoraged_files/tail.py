@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TailFollower", "excluded"]
 
-UNREADABLE_RETRY_S = 60.0
-"""How often opening a file that failed to open is tried again (permissions may be fixed)."""
-
 FileId = tuple[int, int]
 """(device, inode)."""
 
@@ -75,8 +72,10 @@ class TailFollower:
         """Where reading of retired content had got to (emitted, maybe not yet acked)."""
         self._copies: dict[FileId, float] = {}
         """New inodes that look like a copy of a followed file, and since when."""
-        self._unreadable: dict[FileId, float] = {}
-        """Files that could not be opened, and when that was (retried after a while)."""
+        self._unreadable: dict[FileId, tuple[float, str, str]] = {}
+        """Files that could not be opened: when, path, error (retried after a while)."""
+        self._reported: dict[str, str] = {}
+        """The unreadable files last reported as the source's problem (path -> error)."""
 
     async def run(self) -> None:
         """Poll, read and emit until cancelled."""
@@ -120,6 +119,7 @@ class TailFollower:
         new.sort(key=lambda fid: self.store.find_live(*fid) is None)
         for file_id in new:
             self._open(file_id, found[file_id], first_scan=first_scan, now=now)
+        self._report_unreadable()
         more = False
         for followed in list(self.followed.values()):
             read = await followed.reader.pump(CHUNKS_PER_TURN)
@@ -129,8 +129,8 @@ class TailFollower:
 
     def _forget_stale(self, found: dict[FileId, str], now: float) -> None:
         """Drop bookkeeping of files that are gone, and let unreadable files be retried."""
-        for file_id, failed_at in list(self._unreadable.items()):
-            if now - failed_at >= UNREADABLE_RETRY_S:
+        for file_id, (failed_at, _, _) in list(self._unreadable.items()):
+            if file_id not in found or now - failed_at >= self.config.unreadable_retry_interval:
                 del self._unreadable[file_id]
         for file_id in [fid for fid in self._copies if fid not in found]:
             del self._copies[file_id]
@@ -151,6 +151,21 @@ class TailFollower:
                 if stat.S_ISREG(st.st_mode):
                     found.setdefault((st.st_dev, st.st_ino), path)
         return found
+
+    def _report_unreadable(self) -> None:
+        """Files that cannot be opened are the source's problem until they can (or are gone)."""
+        current = {path: error for _, path, error in self._unreadable.values()}
+        if current == self._reported:
+            return
+        self._reported = current
+        self.context.set_details({"unreadable_files": current})
+        if not current:
+            self.context.set_problem(None)
+            return
+        path, error = min(current.items())
+        more = f" (and {len(current) - 1} more files)" if len(current) > 1 else ""
+        retry = self.config.unreadable_retry_interval
+        self.context.set_problem(f"cannot read {path}: {error}{more}; retried every {retry:g}s")
 
     def _check_rewritten(self, followed: FollowedFile) -> None:
         reader = followed.reader
@@ -184,8 +199,8 @@ class TailFollower:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            self.context.log.error("cannot open file", path=path, error=str(exc))
-            self._unreadable[file_id] = now
+            self.context.log.error("file_open_failed", path=path, error=str(exc))
+            self._unreadable[file_id] = (now, path, exc.strerror or str(exc))
             return
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != file_id:  # replaced between scan and open: next round
