@@ -44,6 +44,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "tstoraged.cli.deadletters_cmd",
     "tstoraged.cli.check",
     "tstoraged.cli.plugins_cmd",
+    "tstoraged.cli.sample_config_cmd",
 )
 """Modules defining ``COMMAND``; one line each, in the order ``--help`` lists them."""
 
