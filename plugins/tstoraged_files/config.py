@@ -57,6 +57,7 @@ _MODE_SETTINGS: dict[str, tuple[str, ...]] = {
     "done_dir": ("drop",),
     "failed_dir": ("drop",),
     "max_bad_lines": ("drop", "once"),
+    "ignore_checkpoints": ("once",),
 }
 """The settings that only some modes use."""
 
@@ -132,6 +133,10 @@ class FilesConfig(SourceConfig):
         default=None,
         ge=0,
         description="Drop and once modes: a file with more rejected lines fails (None: no limit).",
+    )
+    ignore_checkpoints: bool = Field(
+        default=False,
+        description="Once mode: read files again that their checkpoints say were imported.",
     )
     # reading
     format: Literal["csv", "jsonl", "records"] = "csv"

@@ -10,7 +10,7 @@ from tstoraged.cli import EXIT_OK, Subcommand
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--demo", action="store_true", help="print the config that `tstoraged demo` runs instead"
+        "--demo", action="store_true", help="print the config that tstoraged demo runs instead"
     )
 
 
