@@ -77,7 +77,7 @@ class OnceImporter:
         self.progress.files_total = len(paths)
         self.progress.bytes_total = sum(size for _, size in paths)
         if not paths:
-            self.context.log.warning("no file matches", paths=self.config.paths)
+            self.context.log.warning("glob_matched_nothing", paths=self.config.paths)
         for path, _ in paths:
             await self._import(path)
             self.progress.files_done += 1
@@ -85,7 +85,7 @@ class OnceImporter:
         await self.context.emit([], acknowledged.set)
         await acknowledged.wait()
         self.context.log.info(
-            "import finished",
+            "import_finished",
             files=self.progress.files_total,
             records=self.progress.records,
             rejected=self.progress.rejected,
@@ -133,5 +133,5 @@ class OnceImporter:
                 self.progress.rejected += reader.parser.rejected
 
     def _fail(self, path: str, reason: str) -> None:
-        self.context.log.error("file import failed", path=path, reason=reason)
+        self.context.log.error("file_import_failed", path=path, reason=reason)
         self.progress.failed.append((path, reason))

@@ -109,7 +109,7 @@ class TailFollower:
             else:
                 followed.gone_since = None
                 if path != followed.reader.path:
-                    self.context.log.info("file renamed", old=followed.reader.path, new=path)
+                    self.context.log.info("file_renamed", old=followed.reader.path, new=path)
                     followed.reader.path = path
             self._check_rewritten(followed)
         self._forget_stale(found, now)
@@ -173,7 +173,7 @@ class TailFollower:
         size = os.fstat(reader.fd).st_size
         if size < reader.read_offset or not entry.fingerprint.matches(reader.fd):
             self.context.log.info(
-                "file truncated, reading it again from the start",
+                "file_truncated",
                 path=reader.path,
                 size=size,
                 offset=reader.read_offset,
@@ -212,7 +212,7 @@ class TailFollower:
             return
         self._copies.pop(file_id, None)
         self.followed[file_id] = FollowedFile(self._reader(fd, path, entry, offset, line), file_id)
-        self.context.log.info("following file", path=path, offset=offset, line=line)
+        self.context.log.info("file_opened", path=path, offset=offset, line=line)
 
     def _position(
         self, fd: int, file_id: FileId, path: str, size: int, first_scan: bool, now: float
@@ -231,7 +231,7 @@ class TailFollower:
                 retired.dev, retired.ino = file_id
                 retired.path, retired.retired = path, False
                 self.store.changed()
-                self.context.log.info("file continues content already read", path=path)
+                self.context.log.info("file_continued", path=path)
                 return retired, offset, line
             if self._copy_of_followed(fd):
                 since = self._copies.setdefault(file_id, now)
@@ -281,10 +281,10 @@ class TailFollower:
             os.close(reader.fd)
             del self.followed[file_id]
             if st.st_nlink:
-                self.context.log.info("stopped following rotated file", path=reader.path)
+                self.context.log.info("rotated_file_closed", path=reader.path)
                 self._retire(reader)
             else:
-                self.context.log.info("file deleted", path=reader.path)
+                self.context.log.info("file_deleted", path=reader.path)
                 self.store.remove(reader.entry)
 
     def _reader(

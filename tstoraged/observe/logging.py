@@ -179,7 +179,8 @@ def configure_logging(
     """Configure structlog and the stdlib root logger; safe to call again on reload.
 
     ``fmt="auto"`` renders for humans when ``stream`` (default: ``sys.stdout``) is a terminal
-    and JSON lines otherwise. When the stream is systemd's journal stream, each line starts
+    and JSON lines otherwise; the console rendering has colours on a terminal unless
+    ``$NO_COLOR`` is set. When the stream is systemd's journal stream, each line starts
     with its syslog priority (``<4>{...}``), which journald turns into the entry's priority.
 
     Warnings and errors that repeat (same event, level, logger and ``source``/``target``/
@@ -200,10 +201,11 @@ def configure_logging(
         # dict_tracebacks it does not dump local variables (which may hold secrets).
         final += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        # Rich tracebacks, but without local variables: they may hold secrets.
+        # Rich tracebacks, but without local variables: they may hold secrets. Colours only on
+        # a terminal, and not when NO_COLOR is set to anything (https://no-color.org).
         final.append(
             structlog.dev.ConsoleRenderer(
-                colors=tty,
+                colors=tty and not os.environ.get("NO_COLOR"),
                 exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
             )
         )

@@ -83,7 +83,7 @@ class LoadAvgSource(Source):
     async def run(self) -> None:
         config = self.config
         self.context.log.info(
-            "loadavg.start",
+            "loadavg_started",
             path=str(config.path),
             interval=config.interval,
             hostname=socket.gethostname(),
