@@ -33,6 +33,8 @@ from tstoraged.observe.source_metrics import PluginMetricFamilies, SourceMetrics
 
 __all__ = ["RUNNING", "Metrics", "SourceStats"]
 
+_CACHED_REASONS = 4096
+"""Reason texts whose counter child is cached; others are mapped to their label each time."""
 RUNNING = "running"
 """The source state for which ``tstoraged_source_up`` is 1."""
 
@@ -62,7 +64,9 @@ class _ReasonCounter:
     def _bind(self, source: str, reason: str) -> Any:
         label = self.label_of(reason)
         child = self.counter.labels(source=source, reason=label)
-        self._children[(source, reason)] = child
+        # Reasons may carry values (a key, a column): the cache of texts stays bounded.
+        if len(self._children) < _CACHED_REASONS:
+            self._children[(source, reason)] = child
         self._labels.add((source, label))
         return child
 
@@ -439,8 +443,9 @@ class Metrics:
         self.retries += 1
         child = self._retry_children.get(reason)
         if child is None:
-            label = retry_reason(reason)
-            child = self._retry_children[reason] = self.retries_total.labels(reason=label)
+            child = self.retries_total.labels(reason=retry_reason(reason))
+            if len(self._retry_children) < _CACHED_REASONS:  # texts may carry addresses
+                self._retry_children[reason] = child
         child.inc()
 
     def connection_state(self, target: str, connected: bool) -> None:
