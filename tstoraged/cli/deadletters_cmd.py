@@ -216,7 +216,7 @@ def _run(args: argparse.Namespace) -> int:
 COMMAND = Subcommand(
     name="dead-letters",
     help="show dead-lettered records and inputs, or replay the records after a fix",
-    description=__doc__.split("\n\n")[0] if __doc__ else None,
+    description=__doc__,
     add_arguments=_add_arguments,
     run=_run,
 )

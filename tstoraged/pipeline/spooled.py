@@ -291,7 +291,7 @@ class SpoolStage:
                 except ValueError as exc:
                     # The frame's checksum was fine, so this is not disk damage but a bug or a
                     # foreign file: keep the bytes in the dead-letter file and go on.
-                    log.error("spool_batch_undecodable", seq=entry.seq, error=str(exc))
+                    log.error("spool_batch_decode_failed", seq=entry.seq, error=str(exc))
                     self._dead_letters.write_raw(
                         "spool", entry.payload, f"undecodable spooled batch: {exc}", origin=None
                     )
