@@ -255,10 +255,15 @@ def _connect_problem(context: CheckContext) -> str | None:
         connect_timeout=target.connect_timeout,
         server_hostname=target.server_hostname,
     )
-    with channel:
+    # connect() answers ERROR instead of raising (the `with` statement would raise).
+    if not channel.connect().is_ok():
+        return "cannot connect"
+    try:
         response = channel.get_acq(Key.min(), Key.max())
+    finally:
+        channel.close()
     if not response.is_ok():
-        return f"GET_ACQ answered {response.result.name}"
+        return f"GET_ACQ answered {response.status.name}"
     return None
 
 
