@@ -161,9 +161,10 @@ class FileReader:
             except OSError as exc:
                 if not failed:
                     self.context.log.error(
-                        "cannot write checkpoints; reading waits",
+                        "checkpoints_write_failed",
                         path=str(self.store.path),
                         error=str(exc),
+                        action="reading waits until the checkpoint file can be written",
                     )
                     self.context.set_problem(f"cannot write checkpoints: {exc}")
                 failed = True

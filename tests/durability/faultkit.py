@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tstorage_client.channel import Channel
 from tstorage_client.payload_type import BytesPayloadType
-from tstorage_client.record import Key, Record
+from tstorage_client.record import Key
+from tstorage_client.response import ResponseAcq
 
 CID = 9
 
@@ -147,8 +148,10 @@ def stored(port: int) -> list[Key]:
     low = Key(CID, Key.min().mid, Key.min().moid, Key.min().cap, Key.min().acq)
     high = Key(CID + 1, Key.max().mid, Key.max().moid, Key.max().cap, Key.max().acq)
     with Channel("127.0.0.1", port, BytesPayloadType(), timeout=30) as channel:
-        # get_iter may end with a non-record item (the range's acq): keep the records only.
-        return [item.key for item in channel.get_iter(low, high) if isinstance(item, Record)]
+        *records, final = channel.get_iter(low, high)  # get_iter ends with its final response
+    assert isinstance(final, ResponseAcq)
+    assert final.is_ok(), final
+    return [record.key for record in records]
 
 
 def distinct_mids(port: int) -> int:

@@ -205,7 +205,7 @@ def test_full_spool(tmp_path: Path, overflow: str) -> None:
             wait_until(lambda: daemon.status()["spool"]["batches"] == 0, 90, "spool drained")
             dropped_events = daemon.events("spool_dropped_oldest")
             assert dropped_events
-            assert dropped_events[0]["records"] > 0
+            assert dropped_events[0]["records"] > 0, dropped_events[:3]
         status = daemon.source_status("gen")
         assert daemon.terminate() == 0
     delivered = distinct_mids(port)

@@ -92,7 +92,7 @@ def test_puta_backlog_kill9_and_clean_stops_during_an_outage_store_each_line_onc
                 server.kill()
                 for _ in range(2):
                     with DaemonProcess(cfg) as daemon:
-                        daemon.wait_for_event("spool.full_appends_waiting", 60)
+                        daemon.wait_for_event("spool_full_appends_waiting", 60)
                         assert daemon.terminate() == 0
                 server.start()
                 kill_mid_backlog(cfg, notify, rng, kills=3)

@@ -83,14 +83,14 @@ def test_spool_on_a_full_small_disk_resumes_once_delivery_frees_space(
     cfg = small_disk_config(tmp_path, small_fs, port, min_free_space)
     try:
         with DaemonProcess(cfg) as daemon:
-            waiting = daemon.wait_for_event("spool.full_appends_waiting", 120)
+            waiting = daemon.wait_for_event("spool_full_appends_waiting", 120)
             assert waiting["reason"] in ("enospc", "min_free_space")
             code, body = daemon.get("/readyz")
             assert code == 503
             assert "TStorage" in body, body  # what the spool waits for: delivery
             server.start()
             wait_until(lambda: distinct_mids(port) == LINES, 180, "every line stored")
-            assert daemon.events("spool.appends_resumed")
+            assert daemon.events("spool_appends_resumed")
             assert daemon.terminate() == 0
     finally:
         server.kill()
@@ -116,12 +116,12 @@ def test_check_and_start_up_warn_when_spool_settings_cannot_fit_the_disk(
         assert "max_size" in warnings, warnings
         assert "20.0 MiB" in warnings, warnings
         with DaemonProcess(cfg) as daemon:
-            event = daemon.wait_for_event("spool.does_not_fit")
+            event = daemon.wait_for_event("spool_settings_exceeding_disk")
             text = json.dumps(event)
             assert "min_free_space" in text
             assert "max_size" in text
             # Nothing can be spooled: /readyz says that it waits for disk space, not TStorage.
-            daemon.wait_for_event("spool.full_appends_waiting", 60)
+            daemon.wait_for_event("spool_full_appends_waiting", 60)
             code, body = daemon.get("/readyz")
             assert code == 503
             assert "min_free_space" in body, body

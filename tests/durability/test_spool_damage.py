@@ -67,14 +67,14 @@ def test_files_source_is_rewound_past_lost_frames_and_nothing_is_lost(tmp_path: 
             except TimeoutError:
                 print("\n".join(line for line in daemon.lines if "spool" in line or "plc" in line))
                 raise
-            torn = daemon.events("spool.torn_tail_cut")
+            torn = daemon.events("spool_torn_tail_cut")
             assert torn, daemon.lines
             assert torn[0]["level"] == "error", torn
             assert torn[0]["acknowledged_batches_lost"] > 0
-            rewound = daemon.events("spool.source_rewound")
+            rewound = daemon.events("spool_source_rewound")
             assert [event["source"] for event in rewound] == ["plc"]
             assert rewound[0]["records"] > 0
-            lost = daemon.events("spool.records_lost")
+            lost = daemon.events("spool_records_lost")
             assert len(lost) == 1, lost
             assert lost[0]["records"] == 0, lost  # replayed, not lost
             assert daemon.status()["spool"]["records_lost"] == {}
@@ -101,7 +101,7 @@ def test_records_a_generator_lost_in_the_spool_are_counted_exactly(tmp_path: Pat
             daemon.wait_for_event("daemon_started")
             wait_until(lambda: daemon.status()["spool"]["batches"] == 0, 60, "spool drained")
             delivered = distinct_mids(server.port)
-            lost_events = daemon.events("spool.records_lost")
+            lost_events = daemon.events("spool_records_lost")
             assert len(lost_events) == 1, lost_events
             assert lost_events[0]["level"] == "error"
             assert lost_events[0]["by_source"] == {"gen": count - delivered}

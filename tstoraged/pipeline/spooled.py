@@ -32,8 +32,8 @@ import structlog
 
 from tstorage_client.payload_type import BytesPayloadType
 from tstorage_client.protocol import server as wire_out
-from tstorage_client.protocol._codec import codec_for
 from tstorage_client.protocol.client import GetResponseParser, NeedData, RecordsBatch
+from tstorage_client.protocol.codecs import codec_for
 from tstorage_client.record import Record
 from tstoraged.pipeline.batch import Batch
 from tstoraged.pipeline.deadletter import DeadLetterFile
@@ -186,7 +186,7 @@ def decode_batch(payload: bytes) -> list[Record[bytes]]:
         elif event.is_ok():
             return records
         else:
-            raise ValueError(f"spooled batch does not parse: {event.result.name}")
+            raise ValueError(f"spooled batch does not parse: {event.status.name}")
 
 
 class SpoolStage:
@@ -251,7 +251,9 @@ class SpoolStage:
             spool_fit, directory, max_size=max_size, min_free_space=min_free_space
         )
         if fit.problems:
-            log.warning("spool.does_not_fit", directory=str(directory), problems=fit.problems)
+            log.warning(
+                "spool_settings_exceeding_disk", directory=str(directory), problems=fit.problems
+            )
         spool = await Spool.open(
             directory,
             max_size=max_size,
@@ -339,7 +341,7 @@ class SpoolStage:
                 REWIND_OTHERS: {REWIND: True},
             }
             log.warning(
-                "spool.source_rewound",
+                "spool_source_rewound",
                 source=source,
                 records=lost[source],
                 positions=len(positions),
@@ -350,7 +352,7 @@ class SpoolStage:
             self._observer.spool_records_lost(source, count, "spool_damage")
         self.records_lost = unreplayable
         log.error(
-            "spool.records_lost",
+            "spool_records_lost",
             batches=batches,
             records=sum(unreplayable.values()),
             by_source=unreplayable,
@@ -441,7 +443,7 @@ class SpoolStage:
                 {"seq": mark[0], "totals": mark[1], "replayable": mark[2]},
             )
         except OSError as exc:  # costs only the exactness of a later damage report
-            log.warning("spool.acknowledged_write_failed", error=str(exc))
+            log.warning("spool_acknowledged_write_failed", error=str(exc))
             return
         self._acknowledged_written = mark
 
@@ -463,7 +465,7 @@ class SpoolStage:
                 except ValueError as exc:
                     # The frame's checksum was fine, so this is not disk damage but a bug or a
                     # foreign file: keep the bytes in the dead-letter file and go on.
-                    log.error("spool_batch_undecodable", seq=entry.seq, error=str(exc))
+                    log.error("spool_batch_decode_failed", seq=entry.seq, error=str(exc))
                     self._dead_letters.write_raw(
                         "spool", entry.payload, f"undecodable spooled batch: {exc}", origin=None
                     )

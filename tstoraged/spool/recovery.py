@@ -53,7 +53,7 @@ def read_cursor(directory: str) -> Cursor:
     except FileNotFoundError:
         return Cursor(0, 1)
     except (OSError, FrameError) as exc:
-        log.warning("spool.cursor_unreadable", path=path, error=str(exc))
+        log.warning("spool_cursor_read_failed", path=path, error=str(exc))
         return Cursor(0, 1)
 
 
@@ -84,7 +84,7 @@ def recover(
             os.unlink(path)
         elif SEGMENT_SUFFIX in name:
             # Looks like ours but is not a segment (renamed by hand?): say so, leave it alone.
-            log.warning("spool.foreign_file_ignored", path=path)
+            log.warning("spool_foreign_file_ignored", path=path)
         # Anything else (cursor, lock, quarantine/, files the application keeps next to the
         # spool) is none of recovery's business.
     candidates.sort()
@@ -132,7 +132,7 @@ def _recover_segment(
         if acknowledged_seq > intact:
             # Not an append cut short by a crash: batches already acknowledged were there.
             log.error(
-                "spool.torn_tail_cut",
+                "spool_torn_tail_cut",
                 segment=path,
                 offset=tail.start,
                 bytes=size - tail.start,
@@ -140,7 +140,7 @@ def _recover_segment(
             )
         else:
             log.warning(
-                "spool.torn_tail_cut", segment=path, offset=tail.start, bytes=size - tail.start
+                "spool_torn_tail_cut", segment=path, offset=tail.start, bytes=size - tail.start
             )
     if bad:
         reason = "; ".join(f"bytes {b.start}..{b.end}: {b.reason}" for b in bad)
@@ -212,7 +212,7 @@ def _salvage(
     disk.fsync_dir(os.path.dirname(path))
     result.quarantined.append(entry)
     log.error(
-        "spool.segment_quarantined",
+        "spool_segment_quarantined",
         segment=path,
         quarantined_as=entry.file,
         reason=reason,

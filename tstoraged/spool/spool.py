@@ -206,7 +206,7 @@ class Spool:
         if fsync == "interval":
             spool._tasks.append(asyncio.create_task(spool._flush_loop(), name="spool-fsync"))
         log.info(
-            "spool.opened",
+            "spool_opened",
             directory=path,
             batches=sum(s.uncommitted(spool._committed) for s in recovered.segments),
             bytes=spool._disk_bytes,
@@ -292,7 +292,7 @@ class Spool:
             self._blocked = True
             self._blocked_stuck = False
             log.warning(
-                "spool.full_appends_waiting",
+                "spool_full_appends_waiting",
                 reason=problem,
                 bytes=self._disk_bytes,
                 batches=backlog,
@@ -303,7 +303,7 @@ class Spool:
             # Nothing left that delivery could free: only the operator can help.
             self._blocked_stuck = True
             log.error(
-                "spool.cannot_free_space",
+                "spool_blocked_on_disk_space",
                 reason=problem,
                 min_free_space=self._min_free_space,
                 free_bytes=self._free_bytes_or_none(),
@@ -336,7 +336,7 @@ class Spool:
         if self._blocked:
             self._blocked = False
             self._blocked_reason = None
-            log.info("spool.appends_resumed", bytes=self._disk_bytes)
+            log.info("spool_appends_resumed", bytes=self._disk_bytes)
 
     async def _write(
         self, segment: Segment, buffers: list[bytes | bytearray | memoryview], size: int
@@ -444,8 +444,10 @@ class Spool:
         report = DropReport(report.batches, report.bytes, report.records, by_source, report.reason)
         for index, amount in enumerate((report.batches, report.bytes, report.records)):
             self._dropped[index] += amount
+        # Named apart from the pipeline's spool_dropped_oldest (records per source, only when
+        # records were lost): this one is every segment deleted to make room.
         log.warning(
-            "spool.dropped_oldest",
+            "spool_segment_dropped",
             reason=report.reason,
             batches=report.batches,
             bytes=report.bytes,
@@ -456,7 +458,7 @@ class Spool:
             try:
                 self._on_drop(report)
             except Exception:  # a reporting hook must not break the spool
-                log.exception("spool.on_drop_failed")
+                log.exception("spool_on_drop_failed")
 
     def _report_lost_in_flight(self) -> None:
         """Batches the writer held when their segment was dropped, and gave back uncommitted:
@@ -499,7 +501,7 @@ class Spool:
         except OSError as exc:
             # A full disk must not stop the deletion that frees it.  Cost: after a crash
             # before the next cursor write, committed batches may be delivered again.
-            log.warning("spool.cursor_write_failed", error=str(exc))
+            log.warning("spool_cursor_write_failed", error=str(exc))
             written = False
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
@@ -608,7 +610,7 @@ class Spool:
             return  # found and reported by an earlier run; the damaged frame is skipped again
         entry = await asyncio.to_thread(self._quarantine.add, segment.path, reason, move=False)
         self._note_quarantined(entry)
-        log.error("spool.segment_quarantined", segment=segment.path, reason=reason)
+        log.error("spool_segment_quarantined", segment=segment.path, reason=reason)
 
     def _note_quarantined(self, entry: QuarantinedSegment) -> None:
         self.quarantine_events += 1
@@ -719,11 +721,11 @@ class Spool:
             try:
                 await self._persist_cursor()
             except OSError as exc:
-                log.warning("spool.cursor_write_failed", error=str(exc))
+                log.warning("spool_cursor_write_failed", error=str(exc))
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
-        log.info("spool.closed", bytes=self._disk_bytes, committed_seq=self._committed)
+        log.info("spool_closed", bytes=self._disk_bytes, committed_seq=self._committed)
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -743,7 +745,7 @@ class Spool:
             await self._persist_cursor()
         except OSError as exc:
             # Only costs re-delivery after a crash; keep going, the cursor loop tries again.
-            log.warning("spool.cursor_write_failed", error=str(exc))
+            log.warning("spool_cursor_write_failed", error=str(exc))
             self._cursor_dirty.set()
 
     async def _cursor_loop(self) -> None:
@@ -762,5 +764,5 @@ class Spool:
                 try:
                     await self._durability.flush()
                 except SpoolError:
-                    log.exception("spool.fsync_failed")
+                    log.exception("spool_fsync_failed")
                     return
