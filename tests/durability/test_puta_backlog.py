@@ -80,7 +80,8 @@ def test_puta_backlog_kill9_and_clean_stops_during_an_outage_store_each_line_onc
     data = tmp_path / "plc.csv"
     write_backlog(data)
     with NotifySocket(tmp_path) as notify:
-        server = ServerProcess()
+        # On disk: what it stored before its kill is still there after, as with TStorage.
+        server = ServerProcess(data_dir=tmp_path / "tstorage")
         server.start()
         port = server.port
         cfg = puta_config(tmp_path, port, data, spool=True)
