@@ -92,7 +92,7 @@ def recover(
     for index, (_base, path) in enumerate(candidates):
         newest = index == len(candidates) - 1
         segment = _recover_segment(
-            path, last_seq, newest, disk, quarantine, result, acknowledged_seq
+            path, last_seq, newest, disk, quarantine, result, acknowledged_seq, cursor.committed_seq
         )
         if segment is None:
             continue
@@ -115,6 +115,7 @@ def _recover_segment(
     quarantine: Quarantine,
     result: Recovered,
     acknowledged_seq: int = 0,
+    committed_seq: int = 0,
 ) -> Segment | None:
     """Check one segment; cut, salvage or quarantine as needed; None if nothing is left."""
     with open(path, "rb") as f:
@@ -149,6 +150,9 @@ def _recover_segment(
     for item in items:
         if isinstance(item, GoodFrame):
             segment.add(item.header, item.meta)
+            if item.header.seq <= committed_seq:
+                # Delivered before the restart: not part of the backlog or of what a drop loses.
+                segment.add_committed(item.meta)
     if not segment.frames:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

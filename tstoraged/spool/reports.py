@@ -55,6 +55,8 @@ class SpoolStats:
     """Bytes of segment files on disk (what ``max_size`` bounds)."""
     batches: int
     """Batches appended and not yet committed."""
+    records: int
+    """Records of those batches (their metadata's ``records``)."""
     oldest_age_s: float | None
     """Age of the oldest uncommitted batch (from its append time); None when empty."""
     segments: int

@@ -675,6 +675,7 @@ class Spool:
         return SpoolStats(
             bytes=self._disk_bytes,
             batches=batches,
+            records=sum(s.records - s.committed_records for s in self._segments),
             oldest_age_s=oldest_age,
             segments=len(self._segments),
             committed_seq=self._committed,
