@@ -163,6 +163,10 @@ class ObservabilityServer:
             await self._serve_one(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away; nothing to answer
+        except asyncio.CancelledError:
+            # stop() cancels requests in flight. Ending normally: asyncio's stream callback
+            # (3.11) asks a cancelled handler task for its exception and logs an error.
+            pass
         except Exception:
             log.exception("metrics_request_failed")
         finally:
