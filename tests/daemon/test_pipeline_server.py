@@ -255,5 +255,7 @@ async def test_a_server_that_never_answers_times_out_and_is_retried_then_given_u
     assert len(connections) == 2  # a fresh connection for the retry
     dead = list(iter_dead_letters(tmp_path / "dead-letter.jsonl"))
     assert [d.record() for d in dead] == records(5)
-    assert dead[0].reason == "gave up after 2 attempts: DISCONNECTED"
+    assert dead[0].reason == (
+        "gave up after 2 attempts: timeout: no answer within 0.2 s (tstorage.timeout)"
+    )
     assert acked == [1]

@@ -102,7 +102,9 @@ async def test_gives_up_after_n_attempts_and_dead_letters_with_the_reason(tmp_pa
     assert sink.written == []
     dead = h.dead_letters()
     assert [d.record() for d in dead] == records(4)
-    assert dead[0].reason == "gave up after 3 attempts: DISCONNECTED"
+    assert dead[0].reason == (
+        "gave up after 3 attempts: disconnected: the connection was closed before TStorage answered"
+    )
     assert h.observer.dead_lettered["src"] == 4
     assert fired == [1]  # dead-lettered is durable: the source may commit
 
@@ -112,7 +114,9 @@ async def test_gives_up_after_a_duration(tmp_path):
     h = Harness(tmp_path, sink, RetrySettings(give_up_after_seconds=0.0))
     await h.writer.deliver(make_batch(records(2)))
     assert len(sink.attempts) == 1
-    assert h.dead_letters()[0].reason == "gave up after 1 attempts: OSError: unreachable"
+    assert h.dead_letters()[0].reason == (
+        "gave up after 1 attempts: connection_error: OSError: unreachable"
+    )
 
 
 async def test_invalid_records_are_dead_lettered_never_sent_and_the_rest_delivered(tmp_path):

@@ -66,7 +66,9 @@ def daemon_config(
     source: str,
     *,
     write_mode: str = "put",
+    tstorage: str = "",
     spool: str = "",
+    spool_enabled: bool = True,
     retry: str = "",
     max_records: int = 50_000,
     max_batch_size: str = "4MiB",
@@ -78,6 +80,7 @@ def daemon_config(
 [tstorage]
 port = {port}
 write_mode = "{write_mode}"
+{tstorage}
 [metrics]
 listen = "127.0.0.1:0"
 [log]
@@ -96,7 +99,7 @@ initial_backoff = "50ms"
 max_backoff = "250ms"
 {retry}
 [spool]
-enabled = true
+enabled = {"true" if spool_enabled else "false"}
 fsync = "batch"
 min_free_space = 0
 {spool}

@@ -193,6 +193,12 @@ class RetrySettings(Section):
         gt=0,
         description="ERROR answers tolerated per batch while isolating invalid records.",
     )
+    outage_report_interval: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="While TStorage is unreachable, log the cause, the outage so far and the "
+        "records waiting again after this long.",
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> RetrySettings:

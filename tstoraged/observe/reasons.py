@@ -103,7 +103,10 @@ def drop_reason(reason: str) -> str:
 
 
 def retry_reason(reason: str) -> str:
-    """The label of a transient write failure (``"OSError: ... Connection refused"``)."""
+    """The label of a transient write failure (``"OSError: ... Connection refused"``); a
+    label of the set (the writer's classified cause) passes unchanged."""
+    if reason in RETRY_REASONS:
+        return reason
     for label, pattern in _RETRY_PATTERNS:
         if pattern.search(reason):
             return label

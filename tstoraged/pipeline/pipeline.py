@@ -31,6 +31,9 @@ __all__ = ["DrainReport", "Emit", "Pipeline", "Stage"]
 
 log = structlog.get_logger("tstoraged.pipeline")
 
+_DRAIN_CHECK_S = 0.05
+"""How often a drain looks whether the spool keeps what is left (see :meth:`Pipeline.drain`)."""
+
 Emit = Callable[[Sequence[Record[bytes]], Ack | None], Awaitable[None]]
 """A source's bound emit: ``await emit(records, ack)``."""
 
@@ -38,17 +41,30 @@ Emit = Callable[[Sequence[Record[bytes]], Ack | None], Awaitable[None]]
 class Stage(BatchSink, BatchSource, Protocol):
     """What sits between batcher and writer: a memory handoff, or a disk spool."""
 
+    @property
+    def persistent(self) -> bool:
+        """True when what the stage took survives a stop (a disk spool): the batch the writer
+        is delivering is kept too, until ``done``."""
+
+    @property
+    def backlog_records(self) -> int:
+        """Records the stage keeps on disk, not yet delivered (0 for a memory stage)."""
+
 
 @dataclass(frozen=True)
 class DrainReport:
     """Outcome of :meth:`Pipeline.drain`."""
 
     complete: bool
-    """Every record handed to the pipeline was written or dead-lettered, every ack fired."""
+    """Nothing is left only in memory: every record handed to the pipeline was written,
+    dead-lettered or is durable in the spool, and every ack fired."""
     undelivered_records: int
-    """Records still in memory (intake, open batch, handoff, in-flight) when the time ran out."""
+    """Records only in memory (intake, open batch, handoff, in flight without a spool) when
+    the time ran out: not persisted."""
     error: str | None = None
     """The pipeline's own failure, if it crashed instead of draining."""
+    spooled_records: int = 0
+    """Records kept durably in the spool, delivered after the next start."""
 
 
 class Pipeline:
@@ -94,6 +110,7 @@ class Pipeline:
             observer=observer,
             sink_factory=sink_factory,
             sleep=sleep,
+            waiting=lambda: self.waiting_records,
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -113,13 +130,20 @@ class Pipeline:
 
     @property
     def buffered_records(self) -> int:
-        """Records accepted and not yet written or dead-lettered (in memory)."""
+        """Records accepted and not yet written, dead-lettered or durable in a spool: the
+        records held only in memory."""
+        in_flight = 0 if self.stage.persistent else self.writer.in_flight_records
         return (
             self.intake.buffered_records
             + self.batcher.pending_records
             + self.stage.pending_records
-            + self.writer.in_flight_records
+            + in_flight
         )
+
+    @property
+    def waiting_records(self) -> int:
+        """Records accepted and not yet delivered: in memory, and in the spool."""
+        return self.buffered_records + self.stage.backlog_records
 
     async def run(self) -> None:
         """Run batcher and writer until drained (or cancelled)."""
@@ -167,15 +191,23 @@ class Pipeline:
     async def drain(self, timeout: float) -> DrainReport:  # noqa: ASYNC109 - a budget, not a cancel scope
         """Stop accepting records, deliver everything buffered, wait at most ``timeout`` s.
 
-        What is still undelivered then is cancelled (its acks never fire, so the sources
-        re-read it after a restart) and counted in the report.
+        With a spool, waiting ends early once everything is durable in it while TStorage is
+        unreachable: the spool keeps it for the next start (``spool_backlog_kept``, info).
+        What is only in memory when the time runs out is cancelled (its acks never fire, so
+        sources that can re-read send it again after a restart) and logged as
+        ``drain_incomplete``.
         """
         self.intake.close()
         task = self._task
         if task is None:
             return DrainReport(self.buffered_records == 0, self.buffered_records)
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not task.done() and loop.time() < deadline:
+            if self._kept_by_the_spool():
+                break
+            await asyncio.wait({task}, timeout=min(_DRAIN_CHECK_S, deadline - loop.time()))
+        if not task.done():
             task.cancel()
             # The task only awaits stages that honour cancellation; this returns promptly.
             await asyncio.wait({task})
@@ -184,6 +216,35 @@ class Pipeline:
             error = repr(task.exception())
             log.error("pipeline_failed", error=error)
         undelivered = self.buffered_records
+        spooled = self.stage.backlog_records
+        if spooled:
+            outage = self.writer.outage
+            cause = outage.last_cause
+            log.info(
+                "spool_backlog_kept",
+                records=spooled,
+                delivered="after the next start, oldest first",
+                why="TStorage is unreachable" if cause else "drain_timeout ran out",
+                reason=cause.reason if cause else None,
+                outage_s=None if outage.outage_s is None else round(outage.outage_s, 1),
+                rate_limit=False,
+            )
         if undelivered:
-            log.warning("drain_incomplete", undelivered_records=undelivered)
-        return DrainReport(not undelivered and error is None, undelivered, error)
+            log.warning(
+                "drain_incomplete",
+                undelivered_records=undelivered,
+                persisted=False,
+                hint="sources that can re-read (files, MQTT) send these again after a "
+                "restart; records of other sources are lost",
+                rate_limit=False,
+            )
+        return DrainReport(not undelivered and error is None, undelivered, error, spooled)
+
+    def _kept_by_the_spool(self) -> bool:
+        """Everything handed over is durable in the spool and TStorage is unreachable."""
+        return (
+            self.stage.persistent
+            and self.writer.outage.outage_s is not None
+            and self.intake.exhausted
+            and self.batcher.pending_records == 0
+        )

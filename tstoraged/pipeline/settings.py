@@ -88,6 +88,9 @@ class RetrySettings:
     max_refusals: int = 64
     """ERROR answers tolerated per batch while isolating poison records, before the rest of
     the batch is dead-lettered as well (bounds the splitting work)."""
+    outage_report_interval: float = 30.0
+    """While TStorage is unreachable, the log says so again (cause, outage length, records
+    waiting) at the first failed attempt after each interval (:mod:`.outage`)."""
 
     def __post_init__(self) -> None:
         if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
@@ -98,3 +101,5 @@ class RetrySettings:
             raise ValueError(f"give_up_after_attempts must be >= 1: {self}")
         if self.max_refusals < 1:
             raise ValueError(f"max_refusals must be >= 1: {self}")
+        if self.outage_report_interval <= 0:
+            raise ValueError(f"outage_report_interval must be positive: {self}")

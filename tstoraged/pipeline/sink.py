@@ -30,7 +30,8 @@ class Sink(Protocol):
     ) -> ResponseStatus:
         """Write the records with put or puta; returns the status.
 
-        Connection failures may also surface as ``OSError`` / ``TimeoutError``.
+        A connection that cannot be made raises its ``OSError`` (``TimeoutError`` and TLS
+        errors included), so that the writer can say why.
         """
 
     async def write_encoded(self, request: bytes) -> ResponseStatus:
@@ -62,9 +63,8 @@ class ChannelSink:
     async def write(
         self, records: Sequence[Record[bytes]], write_mode: WriteMode
     ) -> ResponseStatus:
-        """Connect if needed, then put or puta. A failed connect is DISCONNECTED."""
-        if not await self._connected():
-            return ResponseStatus.DISCONNECTED
+        """Connect if needed (a failed connect raises its OSError), then put or puta."""
+        await self._connect()
         channel = self._channel
         if write_mode == "puta":
             response = await channel.puta(records)
@@ -73,15 +73,17 @@ class ChannelSink:
         return response.status
 
     async def write_encoded(self, request: bytes) -> ResponseStatus:
-        """Connect if needed, then send the encoded request as it is."""
-        if not await self._connected():
-            return ResponseStatus.DISCONNECTED
+        """Connect if needed (a failed connect raises its OSError), then send the request."""
+        await self._connect()
         response = await self._channel.put_encoded(request)
         return response.status
 
-    async def _connected(self) -> bool:
+    async def _connect(self) -> None:
         channel = self._channel
-        return channel.connected or (await channel.connect()).is_ok()
+        if not channel.connected:
+            # Entering the channel connects and raises the connection's error, as the
+            # reference client's ``with`` does; connect() would only answer ERROR.
+            await channel.__aenter__()
 
     async def reset(self) -> None:
         """Close the connection; the next write reconnects."""

@@ -364,6 +364,16 @@ class SpoolStage:
         """Records held in memory by this stage: none — the backlog lives on disk."""
         return 0
 
+    @property
+    def persistent(self) -> bool:
+        """True: every batch stays in the spool until the writer is done with it."""
+        return True
+
+    @property
+    def backlog_records(self) -> int:
+        """Records in the spool not yet delivered (the batch being delivered included)."""
+        return self.spool.stats().records
+
     # -- BatchSink ----------------------------------------------------------------------------
 
     async def submit(self, batch: Batch) -> None:

@@ -59,6 +59,16 @@ class MemoryHandoff:
         return sum(len(batch) for batch in self._batches)
 
     @property
+    def persistent(self) -> bool:
+        """False: batches live in memory only."""
+        return False
+
+    @property
+    def backlog_records(self) -> int:
+        """Nothing is kept on disk."""
+        return 0
+
+    @property
     def pending_batches(self) -> int:
         """Number of queued batches."""
         return len(self._batches)

@@ -6,7 +6,9 @@ For each batch, in order:
 2. the rest is written with put or puta; a *transient* failure (DISCONNECTED, a connection
    error or timeout) drops the connection and is retried by tenacity with capped, jittered
    exponential backoff, reconnecting on the next attempt; when the give-up policy ends the
-   retries, the undelivered records are dead-lettered with the reason;
+   retries, the undelivered records are dead-lettered with the reason. Each failure's cause
+   is classified (:mod:`.outage`); the log gets the edges of an outage and a line per
+   ``outage_report_interval`` while it lasts, not a line per retry;
 3. a batch TStorage *refuses* (ERROR or another error status on a working connection), or that
    the client fails to send with an unexpected exception, is split in halves, recursively,
    until the refused records are isolated; a single record is refused twice (on fresh
@@ -47,6 +49,7 @@ from tstoraged.pipeline.batch import (
 )
 from tstoraged.pipeline.deadletter import DeadLetterFile
 from tstoraged.pipeline.observer import NullObserver, PipelineObserver
+from tstoraged.pipeline.outage import Cause, OutageLog, connect_failure, request_failure
 from tstoraged.pipeline.settings import RetrySettings, TargetSettings, WriteMode
 from tstoraged.pipeline.sink import ChannelSink, Sink
 from tstoraged.pipeline.stage import BatchSource
@@ -62,6 +65,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class TransientWriteError(Exception):
     """A write attempt failed in a way that a later attempt may not (retried)."""
+
+    def __init__(self, cause: Cause) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class Backoff(wait_base):
@@ -126,7 +133,9 @@ class Writer:
         sink_factory: SinkFactory = ChannelSink,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        waiting: Callable[[], int] = lambda: 0,
     ) -> None:
+        """``waiting`` counts the records not yet delivered, for the outage log lines."""
         self._source = source
         self._target = target
         self._retry = retry
@@ -141,6 +150,8 @@ class Writer:
         self._in_flight: Batch | None = None
         self.last_write_ok: float | None = None
         """Wall-clock time (``time.time()``) of the last successful write."""
+        self.outage = OutageLog(report_interval=retry.outage_report_interval, waiting=waiting)
+        """What the log says about reaching TStorage; ``outage.outage_s`` while it is down."""
 
     @property
     def in_flight_records(self) -> int:
@@ -153,6 +164,7 @@ class Writer:
         """New retry settings apply to the next write; a new target to the next attempt."""
         if retry is not None:
             self._retry = retry
+            self.outage.report_interval = retry.outage_report_interval
         if target is not None and target != self._target:
             if target.write_mode != self._target.write_mode:
                 raise ValueError("write_mode cannot change while running (restart the daemon)")
@@ -201,6 +213,7 @@ class Writer:
             if outcome is ResponseStatus.OK:
                 for source, count in _source_counts(batch, indices).items():
                     self._observer.records_written(source, count)
+                self.outage.delivered(len(indices))
                 continue
             if isinstance(outcome, _GaveUp):
                 # Later parts would wait out the same give-up policy: dead-letter them now.
@@ -242,6 +255,7 @@ class Writer:
         if outcome is ResponseStatus.OK:
             for source, count in batch.source_counts().items():
                 self._observer.records_written(source, count)
+            self.outage.delivered(len(batch))
             self._dead_letters.sync()
             batch.fire_acks()
             return True
@@ -274,6 +288,7 @@ class Writer:
         )
         for source, count in _source_counts(batch, indices).items():
             self._observer.records_dead_lettered(source, count, reason)
+        self.outage.delivered(len(indices))  # settled too: part of a backlog being worked off
         log.error("records_dead_lettered", batch=batch.seq, count=len(indices), reason=reason)
 
     async def _put(
@@ -300,14 +315,22 @@ class Writer:
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         outcome = retry_state.outcome
-        reason = str(outcome.exception()) if outcome is not None else "unknown"
-        self._observer.write_retried(reason)
-        log.warning(
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, TransientWriteError):
+            cause = exc.cause
+        else:
+            cause = Cause("connection_error", repr(exc))
+        self._observer.write_retried(cause.reason)
+        target = self._target.address
+        self.outage.failed(target, cause, retry_in=retry_state.upcoming_sleep)
+        # The outage log says what matters once and then periodically; each retry is debug.
+        log.debug(
             "write_retried",
-            target=self._target.address,
+            target=target,
             attempt=retry_state.attempt_number,
             wait_s=round(retry_state.upcoming_sleep, 3),
-            reason=reason,
+            reason=cause.reason,
+            error=cause.error,
         )
 
     async def _attempt(
@@ -321,9 +344,11 @@ class Writer:
                 status = await sink.write_encoded(records)
             else:
                 status = await sink.write(records, write_mode)
-        except (OSError, TimeoutError) as exc:
+        except OSError as exc:  # connecting failed (TimeoutError and TLS errors are OSErrors)
             await self._drop_connection(sink)
-            raise TransientWriteError(f"{type(exc).__name__}: {exc}") from exc
+            target = self._target
+            cause = connect_failure(exc, connect_timeout=target.connect_timeout or target.timeout)
+            raise TransientWriteError(cause) from exc
         except Exception as exc:
             # The client could not encode or send these records (a case validation missed).
             # Treated like a refusal: isolated and dead-lettered instead of crashing the
@@ -333,8 +358,10 @@ class Writer:
             return _Refused(f"write failed: {type(exc).__name__}: {exc}")
         if status is ResponseStatus.DISCONNECTED:
             await self._drop_connection(sink)
-            raise TransientWriteError("DISCONNECTED")
+            seconds = time.perf_counter() - started
+            raise TransientWriteError(request_failure(seconds, timeout=self._target.timeout))
         self._set_connected(True, sink.target)
+        self.outage.succeeded(sink.target, tls=self._target.ssl_context is not None)
         if status == ResponseStatus.OK:
             self.last_write_ok = time.time()
             seconds = time.perf_counter() - started

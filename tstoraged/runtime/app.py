@@ -224,6 +224,7 @@ class Daemon:
             "daemon_stopped",
             drained=report.complete,
             undelivered_records=report.undelivered_records,
+            spooled_records=report.spooled_records,
         )
         return DaemonResult(1 if crashed or report.error else 0, report)
 

@@ -69,4 +69,5 @@ def retry_settings(settings: Settings) -> ps.RetrySettings:
         give_up_after_attempts=r.give_up_attempts,
         give_up_after_seconds=r.give_up_after,
         max_refusals=r.max_refusals,
+        outage_report_interval=r.outage_report_interval,
     )
