@@ -70,7 +70,7 @@ class SubscriptionState:
 
     def save(self, filters: set[str]) -> None:
         """Record ``filters`` atomically."""
-        temporary = self.path.with_suffix(".tmp")
+        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
         with open(temporary, "w", encoding="utf-8") as file:
             json.dump({"client_id": self.client_id, "filters": sorted(filters)}, file)
             file.flush()
@@ -206,6 +206,14 @@ class MqttSource(Source):
             self._generation += 1  # acks that come later have no connection to go to
             await connection.close()
             self._m_connected.set(0)
+            counters = self._counters
+            self.context.log.info(
+                "mqtt_source_stopped",
+                received=counters.received,
+                mapped=counters.mapped,
+                rejected=counters.rejected,
+                acknowledged=counters.acknowledged,
+            )
 
     async def _wait_for_acks(self) -> None:
         """On stop: let the records already handed over become durable and be acknowledged.
