@@ -37,6 +37,9 @@ _READ_SIZE = 256 * 1024
 _PACKETS_PER_WAKE = 2000
 """Packets handled per readable event before other tasks get the loop."""
 _MISC_INTERVAL = 1.0
+_AUTH_REFUSALS = frozenset(
+    ["Not authorized", "Bad user name or password", "Bad authentication method"]
+)
 
 
 class ConnectFailed(Exception):
@@ -210,7 +213,10 @@ class BrokerConnection:
             raise
         if refusal is not None:
             self.abort()
-            raise ConnectFailed(f"broker refused the connection: {refusal}")
+            hint = ""
+            if refusal in _AUTH_REFUSALS:
+                hint = f" (check username {self.config.username!r} and the password)"
+            raise ConnectFailed(f"broker refused the connection: {refusal}{hint}")
         if self.lost.done():
             raise ConnectFailed(f"connection lost right after CONNACK: {self.lost.result()}")
         self.session_present = present
@@ -322,6 +328,11 @@ class BrokerConnection:
     def _run_misc(self) -> None:
         self._misc = None
         if self.client.socket() is None:
+            return
+        if self._paused:
+            # Not reading, the answer to a ping could not be seen: paho would give up on the
+            # connection after one keepalive. Acknowledgements keep the broker's side alive.
+            self._schedule_misc()
             return
         if self.client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._lose("keepalive: no answer from the broker")

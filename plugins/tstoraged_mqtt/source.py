@@ -32,6 +32,7 @@ from tstoraged.decoding import MessageDecoder
 from tstoraged.source import Source
 from tstoraged_mqtt.config import MqttConfig, Subscription
 from tstoraged_mqtt.connection import BrokerConnection, ConnectFailed
+from tstoraged_mqtt.journal import CHECKPOINT, AckJournal, digest
 from tstoraged_mqtt.topics import TopicTemplate
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class _Counters:
     mapped: int = 0
     rejected: int = 0
     acknowledged: int = 0
+    repeats_skipped: int = 0
     connects: int = 0
     last_message_unix: float | None = None
     state: str = "starting"
@@ -126,17 +128,22 @@ class MqttSource(Source):
             _Route(sub, sub.template, config.build_decoder(sub)) for sub in config.subscriptions
         ]
         self._route_cache: dict[str, tuple[_Route, dict[str, str]] | None] = {}
-        self._inbox: list[tuple[str, bytes, int, int, int, int]] = []
+        self._inbox: list[tuple[str, bytes, int, int, int, int, bool]] = []
+        self._durable_unacked: dict[int, int] = {}
+        """Packet id -> digest of QoS 1 messages stored but maybe not acknowledged: a copy the
+        broker sends again (DUP) is acknowledged without being stored twice."""
+        self._journal = (
+            AckJournal(context.state_dir, config.client_id, 2 * config.max_in_flight)
+            if config.cap.field is not None
+            else None
+        )
         self._wake = asyncio.Event()
         self._generation = 0
         self._in_flight = 0
         """Messages received and not yet durable (all QoS)."""
-        self._unbounded = 0
-        """Of those, the ones the broker does not limit (QoS 0; every QoS on MQTT 3.1.1)."""
         self._emitted = 0
         """Messages handed to the pipeline whose ack has not come yet."""
         self._acked_event = asyncio.Event()
-        self._bounded_qos = 1 if config.protocol == "5" else 3
         self._counters = _Counters()
         self.connection: BrokerConnection | None = None
         metrics = context.metrics
@@ -171,6 +178,10 @@ class MqttSource(Source):
             config.reconnect.initial, config.reconnect.max, config.reconnect.jitter
         )
         state = SubscriptionState(self.context.state_dir, config.client_id)
+        if self._journal is not None:
+            durable_seq = self.context.durable_checkpoints().get(CHECKPOINT, 0)
+            recovered = self._journal.load(durable_seq if isinstance(durable_seq, int) else 0)
+            self._durable_unacked.update(recovered)
         consumer = asyncio.create_task(self._consume(), name=f"{self.context.name}-consume")
         reporter = asyncio.create_task(self._report(), name=f"{self.context.name}-report")
         attempt = 0
@@ -213,7 +224,10 @@ class MqttSource(Source):
                 mapped=counters.mapped,
                 rejected=counters.rejected,
                 acknowledged=counters.acknowledged,
+                repeats_skipped=counters.repeats_skipped,
             )
+            if self._journal is not None:
+                self._journal.close()
 
     async def _wait_for_acks(self) -> None:
         """On stop: let the records already handed over become durable and be acknowledged.
@@ -294,7 +308,6 @@ class MqttSource(Source):
         lost = [entry for entry in self._inbox if entry[2] != 0]
         self._inbox[:] = kept
         self._in_flight -= len(lost)
-        self._unbounded -= sum(1 for entry in lost if entry[2] < self._bounded_qos)
         dropped = len(lost)
         self._m_in_flight.set(self._in_flight)
         self.context.log.warning("mqtt_connection_lost", reason=reason, discarded=dropped)
@@ -316,16 +329,16 @@ class MqttSource(Source):
                 message.mid,
                 time.time_ns(),
                 self._generation,
+                message.dup,
             )
         )
         self._in_flight += 1
-        if message.qos < self._bounded_qos:
-            self._unbounded += 1
-            if self._unbounded >= self.mqtt.max_in_flight and self.connection is not None:
-                # On MQTT 5 the broker stops sending QoS 1/2 at Receive Maximum by itself (and
-                # keepalive answers go on); QoS 0 floods and 3.1.1 sessions are held back by
-                # not reading, which leaves the rest in TCP buffers and on the broker.
-                self.connection.pause_reading()
+        if self._in_flight >= self.mqtt.max_in_flight and self.connection is not None:
+            # On MQTT 5 the broker should stop at Receive Maximum by itself, but not every
+            # broker does (Mosquitto 2.0 forgets it after a session resume), and QoS 0 and
+            # 3.1.1 have no such limit: not reading leaves the rest in TCP buffers and on
+            # the broker.
+            self.connection.pause_reading()
         if len(self._inbox) == 1:
             self._wake.set()
 
@@ -361,15 +374,23 @@ class MqttSource(Source):
             generation = self._generation
             records: list[Record[bytes]] = []
             acks: list[tuple[int, int]] = []
+            durable: list[tuple[int, int]] = []
             rejected = 0
-            unbounded = 0
-            bounded_qos = self._bounded_qos
+            known = self._durable_unacked
             now = time.monotonic()
-            for topic, payload, qos, mid, received_ns, _generation in batch:
+            for topic, payload, qos, mid, received_ns, _generation, dup in batch:
                 if qos:
                     acks.append((mid, qos))
-                if qos < bounded_qos:
-                    unbounded += 1
+                if qos == 1:
+                    fingerprint = digest(topic, payload)
+                    if known:
+                        if dup and known.get(mid) == fingerprint:
+                            del known[mid]
+                            counters.repeats_skipped += 1
+                            continue  # stored before a crash or disconnect: only ack it
+                        if not dup:
+                            known.clear()  # the broker's repeats come first; they are over
+                    durable.append((mid, fingerprint))
                 route = self._route(topic)
                 if route is None:
                     rejected += 1
@@ -401,29 +422,48 @@ class MqttSource(Source):
                 self._m_rejected.inc(rejected)
             self._m_last.set(counters.last_message_unix)
             self._m_in_flight.set(self._in_flight)
-            ack = self._acknowledger(generation, acks, count, unbounded)
+            journal = self._journal
+            seq = 0
+            if journal is not None:
+                seq = journal.next_seq
+                journal.next_seq += 1
+                journal.emitted(seq, durable)
+            ack = self._acknowledger(generation, acks, durable, count, seq)
             self._emitted += count
-            await context.emit(records, ack)
+            if journal is not None:
+                await context.emit(records, ack, checkpoint={CHECKPOINT: seq})
+            else:
+                await context.emit(records, ack)
 
     def _acknowledger(
-        self, generation: int, acks: list[tuple[int, int]], count: int, unbounded: int
+        self,
+        generation: int,
+        acks: list[tuple[int, int]],
+        durable: list[tuple[int, int]],
+        count: int,
+        seq: int,
     ) -> Callable[[], None]:
         def acknowledge() -> None:
             connection = self.connection
-            if generation == self._generation and connection is not None:
+            if generation != self._generation:
+                # The connection these packet ids belong to is gone, and nothing acknowledged
+                # them: the broker sends them again, and those copies need only an ack.
+                self._durable_unacked.update(durable)
+            elif connection is not None:
+                if self._journal is not None:
+                    self._journal.acknowledged(seq)
                 for mid, qos in acks:
                     connection.ack(mid, qos)
                 self._counters.acknowledged += len(acks)
                 self._m_acked.inc(len(acks))
             self._in_flight -= count
-            self._unbounded -= unbounded
             self._emitted -= count
             self._acked_event.set()
             self._m_in_flight.set(self._in_flight)
             if (
                 connection is not None
                 and connection.paused
-                and self._unbounded < self.mqtt.max_in_flight
+                and self._in_flight < self.mqtt.max_in_flight
             ):
                 connection.resume_reading()
 
@@ -477,6 +517,7 @@ class MqttSource(Source):
             "rejected": counters.rejected,
             "in_flight": self._in_flight,
             "acknowledged": counters.acknowledged,
+            "repeats_skipped": counters.repeats_skipped,
             "connects": counters.connects,
             "last_message": counters.last_message_unix,
             "subscriptions": {

@@ -143,12 +143,17 @@ class Publisher:
         self.connected = threading.Event()
         self.acknowledged = 0
         """QoS 1/2 messages the broker has confirmed (it resends across reconnects)."""
-        self.client.on_connect = lambda *_: self.connected.set()
+        self.connects = 0
+        self.client.on_connect = self._on_connect
         self.client.on_publish = self._on_publish
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         if not self.connected.wait(15):
             raise RuntimeError("publisher did not connect")
+
+    def _on_connect(self, *_: Any) -> None:
+        self.connects += 1
+        self.connected.set()
 
     def _on_publish(self, *_: Any) -> None:
         self.acknowledged += 1

@@ -107,6 +107,11 @@ def test_kill9_with_qos1_in_flight_loses_nothing(
     tmp_path: Path, broker: Mosquitto, write_mode: str, spool: bool, record_property: Any
 ) -> None:
     kills = 3
+    retried = 0  # batches the writer sent again after a failed or unanswered PUT
+
+    def count_retries(daemon: DaemonProcess) -> int:
+        return len(daemon.events("write_retry"))
+
     with serve() as server:
         config = daemon_toml(
             tmp_path, server.address, mqtt_source(broker), spool=spool, write_mode=write_mode
@@ -123,18 +128,25 @@ def test_kill9_with_qos1_in_flight_loses_nothing(
                         what=f"records to flow before kill {kill + 1}",
                     )
                     daemon.kill()
+                    retried += count_retries(daemon)
                     daemon.start()
                 published = stream.stop()
             found = wait_until(lambda: all_stored(server.port, published), 60, "every message")
+            skipped = sum(e.get("repeats_skipped", 0) for e in daemon.events("mqtt_source_stopped"))
         finally:
             daemon.terminate()
+            retried += count_retries(daemon)
     repeated = sum(found.values()) - len(found)
     record_property("repeated", repeated)
-    print(f"{write_mode}: {published} messages, {repeated} repeated after {kills} kills")
-    # A kill repeats at most what was durable but not yet acknowledged: max_in_flight per kill.
-    assert repeated <= kills * 200
+    record_property("repeats_skipped", skipped)
     if write_mode == "puta":
+        # Deterministic key: repeats the broker sends are recognised (ack journal), the
+        # spool replays with the same acq, so nothing is stored twice.
         assert repeated == 0, "puta with a deterministic key must not repeat a record"
+    else:
+        # put: a kill repeats at most what was durable but not acknowledged (max_in_flight),
+        # and a PUT retried after its answer was lost is stored again (docs/delivery.md).
+        assert repeated <= kills * 200 + retried * 10_000
 
 
 @pytest.mark.slow

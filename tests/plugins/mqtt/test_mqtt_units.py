@@ -243,3 +243,44 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
         values = [delay(attempt) for _ in range(50)]
         assert all(base * 0.5 <= value <= base for value in values)
         assert len(set(values)) > 1
+
+
+def test_the_reference_config_example_is_valid(tmp_path: Path) -> None:
+    """The commented [[sources]] example of config/tstoraged.toml, uncommented, validates."""
+    reference = Path(__file__).resolve().parents[3] / "config" / "tstoraged.toml"
+    text = reference.read_text()
+    start = text.index('# [[sources]]\n# type = "mqtt"')
+    example = "\n".join(line[2:] for line in text[start:].splitlines() if line.startswith("#"))
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("-")
+    (tmp_path / "mqtt-password").write_text("pw\n")
+    example = example.replace("/etc/tstoraged/broker-ca.pem", str(ca_file))
+    path = tmp_path / "tstoraged.toml"
+    path.write_text(f'[daemon]\nstate_dir = "{tmp_path}"\n\n{example}\n')
+    plugins = PluginManager.from_entry_points({"TSTORAGED_LOAD_PLUGINS": "codecs,mqtt"})
+    settings = load_config(path, {"CREDENTIALS_DIRECTORY": str(tmp_path)}, plugins)
+    (source,) = settings.enabled_sources
+    assert isinstance(source, MqttConfig)
+    assert source.subscriptions[0].template.share == "tstoraged"
+    assert source.password is not None
+    assert source.password.get_secret_value() == "pw"
+
+
+def test_journal_knows_the_durable_emits_of_its_client_id(tmp_path: Path) -> None:
+    from tstoraged_mqtt.journal import AckJournal, digest
+
+    journal = AckJournal(tmp_path, "gw1", keep=4)
+    for seq in range(1, 11):
+        journal.emitted(seq, [(seq, digest("t", b"%d" % seq))])
+        if seq <= 6:
+            journal.acknowledged(seq)
+    journal.close()
+    # Acknowledged up to 6; the spool knows 8 durable: 9 and 10 were not.
+    loaded = AckJournal(tmp_path, "gw1", keep=4)
+    known = loaded.load(durable_seq=8)
+    assert {7, 8} <= set(known)
+    assert not {9, 10} & set(known)
+    assert known[8] == digest("t", b"8")
+    assert loaded.next_seq == 11
+    assert set(AckJournal(tmp_path, "gw1", keep=4).load()) <= {3, 4, 5, 6}  # kept 4 recent
+    assert AckJournal(tmp_path, "gw2", keep=4).load() == {}
