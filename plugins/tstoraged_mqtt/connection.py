@@ -5,11 +5,18 @@ the socket (``add_reader``/``add_writer``) and calls ``loop_read``/``loop_write`
 calls ``loop_misc`` for keepalive. Only the blocking part of connecting (TCP, TLS handshake)
 runs in a worker thread, while the loop does not touch the client.
 
-Two paho internals are specialised (pinned by the ``paho-mqtt>=2.1,<3`` requirement and
-covered by the tests): ``_sock_recv`` reads the socket in large chunks and serves paho's
-byte-sized reads from that buffer (stock paho makes three system calls per message), and
-``_ssl_wrap_socket`` verifies the broker against ``server_hostname`` rather than the host
-connected to.
+Paho's internals are specialised in four places (pinned by the ``paho-mqtt>=2.1,<3`` requirement and
+covered by the tests), for speed and for one missing option:
+
+- ``_sock_recv`` reads the socket in large chunks and serves paho's byte-sized reads from that
+  buffer (stock paho makes three system calls per message);
+- ``_handle_publish`` decodes the common PUBLISH (QoS 0 or 1, no MQTT 5 properties) itself,
+  straight into the source's callback: paho builds a message object with a lock, an empty
+  properties object and a topic-matcher lookup for each one, half of its time per message.
+  Anything else (QoS 2, properties such as a topic alias, a malformed packet) takes paho's way;
+- PUBACKs are queued with ``_packet_queue`` many at a time, so a run of them is one write;
+- ``_ssl_wrap_socket`` verifies the broker against ``server_hostname`` rather than the host
+  connected to.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +45,8 @@ _READ_SIZE = 256 * 1024
 _PACKETS_PER_WAKE = 2000
 """Packets handled per readable event before other tasks get the loop."""
 _MISC_INTERVAL = 1.0
+_PUBACK = struct.Struct("!BBH")
+"""PUBACK: type 4, remaining length 2, packet id (on MQTT 5 too: success, no properties)."""
 _AUTH_REFUSALS = frozenset(
     ["Not authorized", "Bad user name or password", "Bad authentication method"]
 )
@@ -46,14 +56,58 @@ class ConnectFailed(Exception):
     """The broker could not be reached or refused the connection; the text says why."""
 
 
+OnPublish = Callable[[str, bytes, int, int, bool], None]
+"""``(topic, payload, qos, packet id, dup)`` of one received PUBLISH."""
+
+
+def _topic_of(message: paho.MQTTMessage) -> str:
+    try:
+        return message.topic
+    except UnicodeDecodeError:
+        return repr(message._topic)  # paho keeps the raw bytes there
+
+
 class _Client(paho.Client):
     """paho's client with buffered socket reads and a TLS name of our choosing."""
 
-    def __init__(self, *args: Any, server_hostname: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        server_hostname: str | None = None,
+        on_publish: OnPublish | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
         self._tls_name = server_hostname
+        self._deliver = on_publish
+        self._v5 = kwargs.get("protocol") == paho.MQTTv5
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        deliver = self._deliver
+        command = self._in_packet["command"]
+        qos = (command & 0x06) >> 1
+        if deliver is None or qos > 1:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        try:
+            end = 2 + (packet[0] << 8 | packet[1])
+            topic = packet[2:end].decode()
+            mid = 0
+            if qos:
+                mid = packet[end] << 8 | packet[end + 1]
+                end += 2
+            if self._v5:
+                if packet[end]:  # properties: let paho decode them
+                    return super()._handle_publish()
+                end += 1
+        except (IndexError, UnicodeDecodeError):
+            return super()._handle_publish()  # paho reports what is wrong
+        if not topic or end > len(packet):
+            return super()._handle_publish()
+        deliver(topic, bytes(packet[end:]), qos, mid, bool(command & 0x08))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def reset_buffer(self) -> None:
         """Forget unread bytes (a new connection starts)."""
@@ -113,9 +167,6 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-OnMessage = Callable[[paho.MQTTMessage], None]
-
-
 class BrokerConnection:
     """One paho client, connected again and again; the source drives it.
 
@@ -124,7 +175,7 @@ class BrokerConnection:
     be paused (:meth:`pause_reading`) to turn a full pipeline into TCP backpressure.
     """
 
-    def __init__(self, config: MqttConfig, on_message: OnMessage) -> None:
+    def __init__(self, config: MqttConfig, on_message: OnPublish) -> None:
         self.config = config
         v5 = config.protocol == "5"
         self._v5 = v5
@@ -136,6 +187,7 @@ class BrokerConnection:
             reconnect_on_failure=False,
             manual_ack=True,
             server_hostname=config.tls.server_hostname,
+            on_publish=on_message,
         )
         client.suppress_exceptions = False
         if config.username is not None:
@@ -157,7 +209,9 @@ class BrokerConnection:
             clean_start=config.clean_start if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
         )
-        client.on_message = lambda _c, _u, message: on_message(message)
+        client.on_message = lambda _c, _u, message: on_message(
+            _topic_of(message), bytes(message.payload), message.qos, message.mid, message.dup
+        )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_suback
@@ -373,9 +427,24 @@ class BrokerConnection:
         """True while reading is paused."""
         return self._paused
 
-    def ack(self, mid: int, qos: int) -> None:
-        """Acknowledge one QoS 1/2 message (PUBACK / PUBCOMP)."""
-        self.client.ack(mid, qos)
+    def ack(self, acks: list[tuple[int, int]]) -> None:
+        """Acknowledge QoS 1/2 messages, in order: PUBACK (QoS 1) or PUBCOMP (QoS 2).
+
+        The PUBACKs of a run go out as one write (paho would send each on its own): they are
+        queued to paho as one packet, so they cannot interleave with its other output.
+        """
+        client = self.client
+        pubacks: list[bytes] = []
+        for mid, qos in acks:
+            if qos == 1:
+                pubacks.append(_PUBACK.pack(0x40, 2, mid))
+                continue
+            if pubacks:
+                client._packet_queue(0x40, b"".join(pubacks), 0, 0)
+                pubacks = []
+            client.ack(mid, qos)
+        if pubacks:
+            client._packet_queue(0x40, b"".join(pubacks), 0, 0)
 
     def abort(self) -> None:
         """Drop the connection at once, without DISCONNECT (the session stays on the broker)."""

@@ -166,8 +166,13 @@ def _json_decoder(config: JsonDecoderConfig) -> MessageDecoder:
 
     def decode(payload: bytes) -> Sequence[Mapping[str, Any]]:
         try:
-            document = loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                document = loads(payload)  # UTF-16 or UTF-32 JSON, which json detects
+            else:
+                document = loads(text)  # cheaper than loads(bytes), which detects first
+        except ValueError as exc:  # also UnicodeDecodeError
             raise DecodeError(f"not JSON: {exc}") from None
         if readings_path is None:
             if isinstance(document, list):

@@ -36,8 +36,6 @@ from tstoraged_mqtt.journal import CHECKPOINT, AckJournal, digest
 from tstoraged_mqtt.topics import TopicTemplate
 
 if TYPE_CHECKING:
-    import paho.mqtt.client as paho
-
     from tstorage_client.record import Record
     from tstoraged.source import SourceConfig, SourceContext
 
@@ -316,22 +314,8 @@ class MqttSource(Source):
 
     # -- messages -------------------------------------------------------------------------------
 
-    def _on_message(self, message: paho.MQTTMessage) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            topic = repr(message._topic)
-        self._inbox.append(
-            (
-                topic,
-                bytes(message.payload),
-                message.qos,
-                message.mid,
-                time.time_ns(),
-                self._generation,
-                message.dup,
-            )
-        )
+    def _on_message(self, topic: str, payload: bytes, qos: int, mid: int, dup: bool) -> None:
+        self._inbox.append((topic, payload, qos, mid, time.time_ns(), self._generation, dup))
         self._in_flight += 1
         if self._in_flight >= self.mqtt.max_in_flight and self.connection is not None:
             # On MQTT 5 the broker should stop at Receive Maximum by itself, but not every
@@ -452,8 +436,7 @@ class MqttSource(Source):
             elif connection is not None:
                 if self._journal is not None:
                     self._journal.acknowledged(seq)
-                for mid, qos in acks:
-                    connection.ack(mid, qos)
+                connection.ack(acks)
                 self._counters.acknowledged += len(acks)
                 self._m_acked.inc(len(acks))
             self._in_flight -= count
