@@ -186,7 +186,7 @@ async def run_daemon(config: Path, broker: int, messages: int, qos: int) -> dict
         return found
 
     deadline = time.monotonic() + 30
-    while source().get("details", {}).get("connection") != "connected":  # noqa: ASYNC110
+    while source().get("details", {}).get("connection") != "connected":
         assert time.monotonic() < deadline, "the source did not connect"
         await asyncio.sleep(0.01)  # polling the daemon's own status, as an operator would
     publisher = start_publisher(broker, messages, qos)
