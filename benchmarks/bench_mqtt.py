@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 METERS = 100
 T0_MS = 1_700_000_000_000
 
@@ -285,11 +287,15 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()}  messages: {args.messages}")
     with tempfile.TemporaryDirectory() as tmp, ServerProcess() as server:
         broker, port = start_broker(Path(tmp))
+        broker_cpu = psutil.Process(broker.pid)
         try:
             for name in wanted:
+                before = sum(broker_cpu.cpu_times()[:2])
                 if name == "bare":
                     for qos in (0, 1):
+                        before = sum(broker_cpu.cpu_times()[:2])
                         result = child(["--bare", str(port), str(args.messages), str(qos)])
+                        result["broker_cpu_s"] = sum(broker_cpu.cpu_times()[:2]) - before
                         report(f"bare paho subscriber, QoS {qos}", result)
                     continue
                 qos = 0 if name == "qos0" else 1
@@ -302,6 +308,7 @@ def main() -> None:
                 result = child(
                     ["--daemon", str(config), str(port), str(args.messages), str(qos), profile]
                 )
+                result["broker_cpu_s"] = sum(broker_cpu.cpu_times()[:2]) - before
                 report(f"daemon, QoS {qos}, spool {'on' if spool else 'off'}", result)
         finally:
             broker.terminate()

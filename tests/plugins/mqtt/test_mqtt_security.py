@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -61,7 +62,19 @@ def every_output(daemon: DaemonProcess, config: Path) -> str:
         check=False,
     )
     status = json.dumps(daemon.status())
-    return "\n".join([*daemon.lines, checked.stdout, checked.stderr, status])
+    return "\n".join([*daemon.lines, checked.stdout, checked.stderr, status, status_view(daemon)])
+
+
+def status_view(daemon: DaemonProcess) -> str:
+    """What ``tstoraged status`` prints for the running daemon."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "tstoraged.cli", "status", "--url", daemon.url],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    return shown.stdout + shown.stderr
 
 
 def test_wrong_ca_is_refused_with_a_clear_error(tmp_path: Path, broker: Mosquitto) -> None:
@@ -98,6 +111,11 @@ def test_tls_with_password_delivers_and_never_shows_the_password(
 
             (record,) = wait_until(stored, what="the record")
             assert record.value == struct.pack("<d", 42.5)
+            shown = wait_until(
+                lambda: "acknowledged" in (view := status_view(daemon)) and view,
+                what="the source's details in `tstoraged status`",
+            )
+            assert "connected" in shown
             assert PASSWORD not in every_output(daemon, config)
             assert daemon.terminate() == 0
 
