@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 # The suite decides exactly which plugins load (see tstoraged.plugins).
-os.environ.setdefault("TSTORAGED_LOAD_PLUGINS", "codecs,generator,files,mqtt")
+os.environ.setdefault("TSTORAGED_LOAD_PLUGINS", "codecs,generator,files")
 
 
 VECTORS_PATH = os.path.join(

@@ -1,21 +1,53 @@
 """tstoraged: the TStorage ingestion daemon.
 
-Plugin authors need only this package root::
+Everything a plugin needs is importable from the package root::
 
-    from tstoraged import hookimpl, Source, SourceConfig, SourceContext, SourceType
+    from tstoraged import (
+        hookimpl, Source, SourceConfig, SourceContext, SourceType, Ack,   # the contract
+        Duration, ByteSize, Size, Secret,                                  # config value types
+        KeyMapping, CapMapping, PayloadMapping,                            # default mappings
+        CodecType, MappingError, ConfigRefused,                            # payload codecs
+        PollingSource, PollingConfig, IntervalSchedule, Tick,              # polling
+    )
+
+The package ships ``py.typed``: ``mypy --strict`` on a plugin sees these types.
 """
-
-from tstoraged._markers import hookimpl, hookspec
-from tstoraged.source import Ack, Source, SourceConfig, SourceContext, SourceType
 
 __version__ = "0.1.0"
 
+from tstoraged._markers import hookimpl, hookspec
+from tstoraged.config.secrets import Secret
+from tstoraged.config.units import ByteSize, Duration
+from tstoraged.mapping.codecs import CodecType
+from tstoraged.mapping.errors import ConfigRefused, MappingError
+from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
+from tstoraged.polling import PollingConfig, PollingSource
+from tstoraged.scheduling import IntervalSchedule, Tick
+from tstoraged.source import Ack, Source, SourceConfig, SourceContext, SourceType
+
+Size = ByteSize
+"""Alias of :data:`ByteSize`: an int number of bytes, written ``"4MiB"`` or ``4194304``."""
+
 __all__ = [
     "Ack",
+    "ByteSize",
+    "CapMapping",
+    "CodecType",
+    "ConfigRefused",
+    "Duration",
+    "IntervalSchedule",
+    "KeyMapping",
+    "MappingError",
+    "PayloadMapping",
+    "PollingConfig",
+    "PollingSource",
+    "Secret",
+    "Size",
     "Source",
     "SourceConfig",
     "SourceContext",
     "SourceType",
+    "Tick",
     "__version__",
     "hookimpl",
     "hookspec",

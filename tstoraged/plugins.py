@@ -8,11 +8,20 @@ tests register plugin objects explicitly with :meth:`PluginManager.register`.
 A plugin that fails to import (a missing heavy dependency) does not stop the daemon: it is
 listed as unavailable with the reason, and a config that uses one of its source types gets an
 error that says what to install.
+
+Mistakes in a plugin are errors of that plugin, shown by ``tstoraged plugins`` (status
+``error``) and refusing the config, as pytest does for ``pytest_*`` names: a function named
+``tstoraged_*`` marked ``@hookimpl`` that is no hook (with the closest hook's name), a hook
+function that is not marked ``@hookimpl`` (pluggy would ignore it), a source type or codec
+name another plugin contributes too, a ``config_model`` that is not a ``SourceConfig``, a hook
+that raises or returns the wrong type.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,17 +32,32 @@ import pluggy
 
 from tstoraged import hookspecs
 from tstoraged._markers import PROJECT_NAME
-from tstoraged.source import SourceConfig, SourceType
+from tstoraged.source import Source, SourceConfig, SourceType
 
 if TYPE_CHECKING:
     from tstoraged.cli import Subcommand
     from tstoraged.decoding import DecoderType
     from tstoraged.mapping.codecs import CodecType
 
-__all__ = ["ENTRY_POINT_GROUP", "LOAD_PLUGINS_ENV", "PluginInfo", "PluginManager"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "HOOK_PREFIX",
+    "LOAD_PLUGINS_ENV",
+    "PluginInfo",
+    "PluginManager",
+    "PluginSet",
+    "installed_plugin_set",
+    "plugin_set_changes",
+]
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 LOAD_PLUGINS_ENV = "TSTORAGED_LOAD_PLUGINS"
+HOOK_PREFIX = "tstoraged_"
+HOOK_NAMES = frozenset(
+    name
+    for name, value in vars(hookspecs).items()
+    if name.startswith(HOOK_PREFIX) and callable(value)
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +66,8 @@ class PluginInfo:
 
     name: str
     """Entry-point name (or the name given to :meth:`PluginManager.register`)."""
-    status: Literal["loaded", "unavailable"]
+    status: Literal["loaded", "unavailable", "error"]
+    """``error``: loaded, but with mistakes (see :attr:`errors`); the config is refused."""
     module: str | None = None
     distribution: str | None = None
     version: str | None = None
@@ -55,12 +80,17 @@ class PluginInfo:
     """Why an unavailable plugin could not be loaded."""
     install_hint: str | None = None
     """What to install to make an unavailable plugin load, when that can be told."""
+    errors: tuple[str, ...] = ()
+    """Mistakes found in this plugin (status ``error``)."""
+    descriptions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """``{"source_types": {name: description}, "codecs": {...}}`` as the plugin gave them."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``tstoraged plugins --json``)."""
         data = asdict(self)
-        for key in ("source_types", "codecs", "commands", "decoders", "hooks"):
+        for key in ("source_types", "codecs", "commands", "decoders", "hooks", "errors"):
             data[key] = list(data[key])
+        data["descriptions"] = {kind: dict(items) for kind, items in self.descriptions.items()}
         return data
 
 
@@ -83,10 +113,61 @@ class _Collected:
     decoder_owners: dict[str, str] = field(default_factory=dict)
     owners: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    """Problems by the plugin(s) they concern."""
+
+    def problem(self, message: str, *plugins: str) -> None:
+        """Record a problem concerning ``plugins``."""
+        self.problems.append(message)
+        for plugin in plugins:
+            self.errors.setdefault(plugin, []).append(message)
 
 
 class _NameClash(ValueError):
     """Two plugins contribute a source type or codec of the same name."""
+
+    def __init__(self, message: str, *plugins: str) -> None:
+        super().__init__(message)
+        self.plugins = plugins
+
+
+def _descriptions(names: list[str], registry: Mapping[str, Any]) -> dict[str, str]:
+    """``{name: description}`` of the contributions that have one."""
+    found = {name: str(getattr(registry.get(name), "description", "") or "") for name in names}
+    return {name: text for name, text in found.items() if text}
+
+
+PluginSet = dict[str, tuple[str, str | None, str | None]]
+"""Installed plugins: entry-point name -> (module, distribution, version)."""
+
+
+def installed_plugin_set(env: Mapping[str, str]) -> PluginSet:
+    """The plugins installed now (as limited by ``TSTORAGED_LOAD_PLUGINS``), read afresh."""
+    wanted = requested_plugin_names(env)
+    found: PluginSet = {}
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if wanted is not None and entry_point.name not in wanted:
+            continue
+        dist = entry_point.dist
+        found.setdefault(
+            entry_point.name,
+            (entry_point.value, dist.name if dist else None, dist.version if dist else None),
+        )
+    return found
+
+
+def plugin_set_changes(before: PluginSet, now: PluginSet) -> dict[str, list[str]]:
+    """What was installed, removed or upgraded between two :func:`installed_plugin_set`."""
+    changed = [
+        f"{name} {before[name][2] or '?'} -> {now[name][2] or '?'}"
+        for name in sorted(before.keys() & now.keys())
+        if before[name] != now[name]
+    ]
+    return {
+        "installed": sorted(now.keys() - before.keys()),
+        "removed": sorted(before.keys() - now.keys()),
+        "changed": changed,
+    }
 
 
 def requested_plugin_names(env: Mapping[str, str]) -> set[str] | None:
@@ -119,6 +200,8 @@ class PluginManager:
         self._origins: dict[str, _Origin] = {}
         self._unavailable: dict[str, PluginInfo] = {}
         self._collected: _Collected | None = None
+        self.loaded_set: PluginSet | None = None
+        """The installed plugin set when entry points were loaded (None: none were)."""
 
     @classmethod
     def from_entry_points(cls, env: Mapping[str, str] | None = None) -> PluginManager:
@@ -147,6 +230,7 @@ class PluginManager:
 
     def load_entry_points(self, env: Mapping[str, str]) -> None:
         """Import and register the plugins of the ``tstoraged`` entry-point group."""
+        self.loaded_set = installed_plugin_set(env)
         wanted = requested_plugin_names(env)
         found: set[str] = set()
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -242,10 +326,15 @@ class PluginManager:
             commands = [cmd for cmd, owner in collected.command_owners.items() if owner == name]
             decoders = [dec for dec, owner in collected.decoder_owners.items() if owner == name]
             hooks = sorted(caller.name for caller in self.pluggy.get_hookcallers(plugin) or [])
+            errors = tuple(collected.errors.get(name, ()))
+            descriptions = {
+                "source_types": _descriptions(sources, collected.source_types),
+                "codecs": _descriptions(codecs, collected.codecs),
+            }
             infos.append(
                 PluginInfo(
                     name,
-                    "loaded",
+                    "error" if errors else "loaded",
                     module=origin.module,
                     distribution=origin.distribution,
                     version=origin.version,
@@ -254,6 +343,8 @@ class PluginManager:
                     commands=tuple(commands),
                     decoders=tuple(decoders),
                     hooks=tuple(hooks),
+                    errors=errors,
+                    descriptions=descriptions,
                 )
             )
         return sorted(infos, key=lambda info: info.name)
@@ -267,7 +358,40 @@ class PluginManager:
             self._collect_hook("tstoraged_payload_codecs", self._add_codec)
             self._collect_hook("tstoraged_commands", self._add_command)
             self._collect_hook("tstoraged_message_decoders", self._add_decoder)
+            for name, plugin in self.pluggy.list_name_plugin():
+                for message in self._hook_name_mistakes(plugin):
+                    self._collected.problem(f"plugin {name!r}: {message}", name)
         return self._collected
+
+    def _hook_name_mistakes(self, plugin: object) -> list[str]:
+        """``tstoraged_*`` functions that pluggy would not call as the author meant."""
+        mistakes = []
+        for attribute in sorted(dir(plugin)):
+            if not attribute.startswith(HOOK_PREFIX):
+                continue
+            value = getattr(plugin, attribute, None)
+            if not (inspect.isfunction(value) or inspect.ismethod(value)):
+                continue  # e.g. an imported module named tstoraged_something
+            marked = self.pluggy.parse_hookimpl_opts(plugin, attribute) is not None
+            closest = difflib.get_close_matches(attribute, sorted(HOOK_NAMES), n=1, cutoff=0.6)
+            hint = f" (did you mean {closest[0]!r}?)" if closest else ""
+            if marked and attribute not in HOOK_NAMES:
+                known = ", ".join(sorted(HOOK_NAMES))
+                mistakes.append(f"unknown hook {attribute!r}{hint}; the hooks are: {known}")
+            elif not marked and attribute in HOOK_NAMES:
+                mistakes.append(
+                    f"{attribute}() is not marked @tstoraged.hookimpl, so it is never called"
+                )
+            elif (
+                not marked
+                and closest
+                and difflib.SequenceMatcher(None, attribute, closest[0]).ratio() >= 0.8
+            ):
+                mistakes.append(
+                    f"{attribute}() looks like the hook {closest[0]!r} but is not one "
+                    "(misspelled, and not marked @tstoraged.hookimpl)"
+                )
+        return mistakes
 
     def _collect_hook(self, hook_name: str, add: Any) -> None:
         caller = getattr(self.pluggy.hook, hook_name)
@@ -275,21 +399,22 @@ class PluginManager:
         # plugin (for clash messages and `tstoraged plugins`) and one broken plugin is isolated.
         assert self._collected is not None
         for impl in caller.get_hookimpls():
+            plugin = impl.plugin_name
             try:
                 contributed = list(impl.function() or [])
             except Exception as exc:
-                self._collected.problems.append(
-                    f"plugin {impl.plugin_name!r}: {hook_name}() failed: "
-                    f"{type(exc).__name__}: {exc}"
+                self._collected.problem(
+                    f"plugin {plugin!r}: {hook_name}() failed: {type(exc).__name__}: {exc}",
+                    plugin,
                 )
                 continue
             for item in contributed:
                 try:
-                    add(impl.plugin_name, item)
+                    add(plugin, item)
                 except _NameClash as exc:
-                    self._collected.problems.append(str(exc))
+                    self._collected.problem(str(exc), *exc.plugins)
                 except TypeError as exc:
-                    self._collected.problems.append(f"plugin {impl.plugin_name!r}: {exc}")
+                    self._collected.problem(f"plugin {plugin!r}: {exc}", plugin)
 
     def _add_source_type(self, plugin_name: str, source_type: Any) -> None:
         assert self._collected is not None
@@ -301,7 +426,15 @@ class PluginManager:
         ):
             raise TypeError(
                 f"source type {source_type.name!r}: config_model must subclass "
-                "tstoraged.SourceConfig"
+                f"tstoraged.SourceConfig, got {source_type.config_model!r}"
+            )
+        if not (
+            isinstance(source_type.source_class, type)
+            and issubclass(source_type.source_class, Source)
+        ):
+            raise TypeError(
+                f"source type {source_type.name!r}: source_class must subclass "
+                f"tstoraged.Source, got {source_type.source_class!r}"
             )
         self._claim(plugin_name, "source type", source_type.name, self._collected.source_types)
         self._collected.source_types.setdefault(source_type.name, source_type)
@@ -324,13 +457,16 @@ class PluginManager:
             raise TypeError(f"expected tstoraged.cli.Subcommand items, got {command!r}")
         if command.name in builtin_command_names():
             raise _NameClash(
-                f"plugin {plugin_name!r}: command {command.name!r} is a built-in command"
+                f"plugin {plugin_name!r}: command {command.name!r} is a built-in command",
+                plugin_name,
             )
         other = self._collected.command_owners.get(command.name)
         if other is not None:
             raise _NameClash(
                 f"command {command.name!r} is contributed by both plugin {other!r} "
-                f"and plugin {plugin_name!r}"
+                f"and plugin {plugin_name!r}",
+                other,
+                plugin_name,
             )
         self._collected.commands[command.name] = command
         self._collected.command_owners[command.name] = plugin_name
@@ -360,5 +496,7 @@ class PluginManager:
             plugin for plugin, owned in self._collected.owners.items() if name in owned[index]
         )
         raise _NameClash(
-            f"{kind} {name!r} is contributed by both plugin {owner!r} and plugin {plugin_name!r}"
+            f"{kind} {name!r} is contributed by both plugin {owner!r} and plugin {plugin_name!r}",
+            owner,
+            plugin_name,
         )

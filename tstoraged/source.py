@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tstoraged.config.units import Duration
 from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
 
 if TYPE_CHECKING:
@@ -27,12 +28,36 @@ if TYPE_CHECKING:
     from tstorage_client.record import Record
     from tstoraged.observe.source_metrics import SourceMetrics
 
-__all__ = ["Ack", "Source", "SourceConfig", "SourceContext", "SourceType"]
+__all__ = ["Ack", "RestartPolicy", "Source", "SourceConfig", "SourceContext", "SourceType"]
 
 Ack = Callable[[], object]
 """Called without arguments, on the event loop, when the records of one ``emit`` are durable."""
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class RestartPolicy(BaseModel):
+    """``restart = { ... }`` of a source: how the core restarts it after ``run()`` raised.
+
+    The first restart waits ``delay``; each further failure doubles the wait up to
+    ``max_delay``. A restarted source that runs ``healthy_after`` without failing is healthy
+    again: the daemon is ready again, ``source_recovered`` is logged and the wait starts from
+    ``delay`` at the next failure.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delay: Duration = Field(default=1.0, gt=0, description="Wait before the first restart.")
+    max_delay: Duration = Field(default=60.0, gt=0, description="Longest wait between restarts.")
+    healthy_after: Duration = Field(
+        default=30.0, gt=0, description="Running this long after a restart counts as recovered."
+    )
+
+    @model_validator(mode="after")
+    def _delay_order(self) -> RestartPolicy:
+        if self.max_delay < self.delay:
+            raise ValueError("max_delay is smaller than delay")
+        return self
 
 
 class SourceConfig(BaseModel):
@@ -58,6 +83,10 @@ class SourceConfig(BaseModel):
     lookups: dict[str, dict[str, int]] = Field(
         default_factory=dict,
         description="Named lookup tables (text -> integer) that key parts can refer to.",
+    )
+    restart: RestartPolicy = Field(
+        default_factory=RestartPolicy,
+        description="Backoff of restarts after run() raised, and when a restart counts as healthy.",
     )
 
 
@@ -192,7 +221,9 @@ class Source(ABC):
         """Produce records until cancelled.
 
         Returning means the source is finished (a one-shot import). Raising means it failed:
-        the core logs the error and restarts it after a backoff; other sources are unaffected.
+        the core logs the error, counts it (``tstoraged_source_failures_total``), shows it in
+        ``tstoraged status``, reports the daemon not ready, and restarts the source with a new
+        instance after the backoff of ``config.restart``; other sources are unaffected.
         Cancellation is the normal stop: clean up and re-raise ``CancelledError``.
         """
 

@@ -51,7 +51,12 @@ DEFAULT_URL = "http://127.0.0.1:9108"
 STALE_WRITE_S = 300.0
 """A last successful write older than this is shown as a problem (the documented alert)."""
 
-_STATE_STYLES = {"running": "green", "finished": "cyan", "stopped": "yellow"}
+_STATE_STYLES = {
+    "running": "green",
+    "finished": "cyan",
+    "stopped": "yellow",
+    "recovering": "yellow",
+}
 
 
 class StatusUnavailable(Exception):
@@ -180,6 +185,8 @@ def _sources_table(sources: Mapping[str, Mapping[str, Any]]) -> Table:
         state = str(src.get("state", "unknown"))
         errors = int(src.get("errors", 0))
         problem = src.get("problem")
+        if src.get("failing") and state == "running":
+            state = "recovering"  # restarted after a failure, not healthy yet
         table.add_row(
             name,
             Text(state, style=_STATE_STYLES.get(state, "red") if not problem else "red"),

@@ -76,3 +76,14 @@ def test_processor_never_limits_info_lines(clock: FakeClock) -> None:
     processor = RateLimitProcessor(RateLimiter(30, clock=clock))
     for _ in range(3):
         assert run(processor, "info", source="s") is not None
+
+
+def test_processor_never_limits_an_event_marked_rate_limit_false(clock: FakeClock) -> None:
+    processor = RateLimitProcessor(RateLimiter(30, clock=clock))
+    for _ in range(3):
+        event = run(processor, "error", source="s", rate_limit=False)
+        assert event is not None
+        assert "rate_limit" not in event  # the marker is not written
+    # Unmarked, the same event is limited as usual.
+    assert run(processor, "error", source="s") is not None
+    assert run(processor, "error", source="s") is None

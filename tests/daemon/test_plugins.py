@@ -145,8 +145,12 @@ def test_source_type_clash_names_both_plugins():
     assert manager.problems == (
         "source type 'topics' is contributed by both plugin 'first' and plugin 'second'",
     )
-    # The first registration keeps the name.
+    # The first registration keeps the name; both plugins show the error.
     assert manager.source_types["topics"].description == "test source"
+    assert [(info.status, info.errors) for info in manager.plugins()] == [
+        ("error", manager.problems),
+        ("error", manager.problems),
+    ]
 
 
 def test_codec_clash_names_both_plugins():
@@ -194,8 +198,12 @@ def test_a_hook_returning_the_wrong_type_is_reported():
     manager.register(WrongModel(), "wrongmodel")
     assert manager.problems == (
         "plugin 'wrong': expected tstoraged.SourceType items, got 'not a SourceType'",
-        "plugin 'wrongmodel': source type 'bad': config_model must subclass tstoraged.SourceConfig",
+        "plugin 'wrongmodel': source type 'bad': config_model must subclass "
+        "tstoraged.SourceConfig, got <class 'dict'>",
     )
+    statuses = {info.name: (info.status, info.errors) for info in manager.plugins()}
+    assert statuses["wrongmodel"] == ("error", (manager.problems[1],))
+    assert statuses["wrong"][0] == "error"
 
 
 def test_plugins_are_listed_sorted_by_name():
@@ -203,3 +211,67 @@ def test_plugins_are_listed_sorted_by_name():
     manager.register(support.TopicsAgain(), "zeta")
     manager.register(support, "alpha")
     assert [info.name for info in manager.plugins()] == ["alpha", "zeta"]
+
+
+class Misspelled:
+    """Hook-name mistakes, as pytest reports them for ``pytest_*`` names."""
+
+    @hookimpl
+    def tstoraged_source_type(self) -> list[SourceType]:  # the hook is ..._types
+        return []
+
+    def tstoraged_payload_codecs(self) -> list[object]:  # not marked: pluggy ignores it
+        return []
+
+    def tstoraged_comands(self) -> list[object]:  # misspelled and not marked
+        return []
+
+    def tstoraged_helper_of_mine(self) -> None:  # unrelated to any hook: fine
+        pass
+
+
+def test_hook_name_mistakes_are_errors_naming_the_plugin_and_the_closest_hook():
+    manager = PluginManager()
+    manager.register(Misspelled(), "typos")
+    manager.register(support, "good")
+    problems = manager.problems
+    assert len(problems) == 3, problems
+    assert problems[0] == (
+        "plugin 'typos': tstoraged_comands() looks like the hook 'tstoraged_commands' but is "
+        "not one (misspelled, and not marked @tstoraged.hookimpl)"
+    )
+    assert problems[1] == (
+        "plugin 'typos': tstoraged_payload_codecs() is not marked @tstoraged.hookimpl, "
+        "so it is never called"
+    )
+    assert problems[2].startswith(
+        "plugin 'typos': unknown hook 'tstoraged_source_type' "
+        "(did you mean 'tstoraged_source_types'?); the hooks are: tstoraged_commands, "
+    )
+    infos = {info.name: info for info in manager.plugins()}
+    assert infos["typos"].status == "error"
+    assert infos["typos"].errors == problems
+    assert infos["good"].status == "loaded"
+
+
+def test_a_source_class_that_is_not_a_source_is_an_error():
+    class NotASource:
+        @hookimpl
+        def tstoraged_source_types(self):
+            return [SourceType("bad", dict, support.TopicsConfig)]  # type: ignore[arg-type]
+
+    manager = PluginManager()
+    manager.register(NotASource(), "bad")
+    (problem,) = manager.problems
+    assert "source_class must subclass tstoraged.Source" in problem
+    assert manager.source_types == {}
+
+
+def test_descriptions_of_source_types_and_codecs_are_reported():
+    manager = PluginManager()
+    manager.register(support, "test")
+    (info,) = manager.plugins()
+    assert info.descriptions == {
+        "source_types": {"topics": "test source"},
+        "codecs": {"fixed": "test codec"},
+    }

@@ -46,6 +46,11 @@ def test_plugins_json_lists_loaded_and_unavailable_plugins(cli_env):
         "hooks": ["tstoraged_payload_codecs", "tstoraged_source_types"],
         "reason": None,
         "install_hint": None,
+        "errors": [],
+        "descriptions": {
+            "source_types": {"topics": "test source"},
+            "codecs": {"fixed": "test codec"},
+        },
     }
     assert plugins["loadavg"]["distribution"] == "tstoraged-plugin-example"
     assert plugins["loadavg"]["source_types"] == ["loadavg"]
@@ -68,8 +73,8 @@ def test_plugins_text_output_shows_package_version_and_status(cli_env):
     assert blocks[2].splitlines() == [
         f"topics  (tstoraged-topics 1.2.3; module {support.MODULE})",
         "  status: loaded",
-        "  source types: topics",
-        "  codecs: fixed",
+        "  source types: topics (test source)",
+        "  codecs: fixed (test codec)",
         "  commands: -",
         "  hooks: tstoraged_payload_codecs, tstoraged_source_types",
     ]
@@ -110,3 +115,9 @@ def test_plugins_reports_a_name_clash_and_exits_1(cli_env, tmp_path):
     assert check.stderr == (
         "plugins: source type 'topics' is contributed by both plugin 'topics' and plugin 'fork'\n"
     )
+    text = tstoraged("plugins", env=cli_env)
+    fork = next(block for block in text.stdout.split("\n\n") if block.startswith("fork"))
+    assert fork.splitlines()[1:3] == [
+        "  status: error",
+        "  error: source type 'topics' is contributed by both plugin 'topics' and plugin 'fork'",
+    ]

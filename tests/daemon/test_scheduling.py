@@ -127,3 +127,12 @@ async def test_real_clock_ticks_are_on_the_boundary() -> None:
 def test_interval_must_be_positive(interval: float) -> None:
     with pytest.raises(ValueError, match="positive number of seconds"):
         IntervalSchedule(interval)
+
+
+async def test_at_ns_is_the_exact_boundary_for_sub_second_intervals() -> None:
+    # A float holds today's Unix time to ~0.2 us: at * 1e9 alone would be off by ~100 ns.
+    clock = FakeClock(1_764_612_000.123)
+    schedule = clock.schedule(0.01)
+    ticks = [await schedule.next() for _ in range(100)]
+    assert all(tick.at_ns % 10_000_000 == 0 for tick in ticks)
+    assert ticks[1].at_ns - ticks[0].at_ns == 10_000_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from tstoraged.cli import EXIT_FAILURE, EXIT_OK, Subcommand
@@ -39,11 +40,12 @@ def _run(args: argparse.Namespace) -> int:
 def _describe(info: PluginInfo) -> str:
     package = " ".join(part for part in (info.distribution, info.version) if part) or "-"
     lines = [f"{info.name}  ({package}; module {info.module or '-'})"]
-    if info.status == "loaded":
+    if info.status in ("loaded", "error"):
+        lines.append("  status: loaded" if info.status == "loaded" else "  status: error")
+        lines += [f"  error: {error}" for error in info.errors]
         lines += [
-            "  status: loaded",
-            f"  source types: {', '.join(info.source_types) or '-'}",
-            f"  codecs: {', '.join(info.codecs) or '-'}",
+            f"  source types: {_named(info.source_types, info.descriptions.get('source_types'))}",
+            f"  codecs: {_named(info.codecs, info.descriptions.get('codecs'))}",
             f"  commands: {', '.join(info.commands) or '-'}",
             f"  hooks: {', '.join(info.hooks) or '-'}",
         ]
@@ -54,6 +56,13 @@ def _describe(info: PluginInfo) -> str:
         if info.install_hint:
             lines.append(f"  to fix: {info.install_hint}")
     return "\n".join(lines) + "\n\n"
+
+
+def _named(names: tuple[str, ...], descriptions: Mapping[str, str] | None) -> str:
+    """``files (Tail files), drop`` -- each name with its description, if it has one."""
+    described = descriptions or {}
+    shown = [f"{name} ({described[name]})" if described.get(name) else name for name in names]
+    return ", ".join(shown) or "-"
 
 
 COMMAND = Subcommand(

@@ -367,6 +367,9 @@ def _compile_mapping(
             ConfigProblem(origin_of((*prefix, *loc)), (*prefix, *loc), message)
             for loc, message in exc.problems
         ]
+    except Exception as exc:  # plugin code (a codec, a key part) must refuse, never crash
+        message = f"the mapping failed to compile: {type(exc).__name__}: {exc}"
+        return [ConfigProblem(origin_of(prefix), prefix, message)]
     return []
 
 

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from tstoraged.mapping.errors import ConfigLoc, MappingConfigError
+from tstoraged.mapping.errors import ConfigLoc, ConfigRefused, MappingConfigError
 from tstoraged.mapping.model import PayloadMapping
 
 __all__ = ["CodecType", "PayloadEncoder", "compile_payload_encoder"]
@@ -32,7 +32,9 @@ class CodecType(Generic[ConfigT]):
     (every key except ``codec``); it should forbid unknown keys. ``factory`` runs once at
     start with the validated config and returns the per-record encoder, which should do as
     little as possible per call: all decisions that depend only on the config belong in the
-    factory.
+    factory. A factory refuses a config it cannot work with by raising
+    :class:`tstoraged.ConfigRefused` (anything else it raises refuses the config too, reported
+    with the exception's type). ``description`` is shown by ``tstoraged plugins``.
     """
 
     name: str
@@ -48,6 +50,9 @@ class CodecType(Generic[ConfigT]):
             raise MappingConfigError(
                 [(("payload", *error["loc"]), _message(error)) for error in exc.errors()]
             ) from None
+        except Exception as exc:  # a validator of the plugin's raised what pydantic does not wrap
+            message = f"codec {self.name!r} failed to validate: {type(exc).__name__}: {exc}"
+            raise MappingConfigError([(("payload",), message)]) from exc
 
 
 def _message(error: Any) -> str:
@@ -60,10 +65,26 @@ def _message(error: Any) -> str:
 def compile_payload_encoder(
     payload: PayloadMapping, codecs: Mapping[str, CodecType[Any]]
 ) -> PayloadEncoder:
-    """Look up the payload table's codec, validate its settings and build its encoder."""
+    """Look up the payload table's codec, validate its settings and build its encoder.
+
+    Every failure is a :class:`MappingConfigError` with ``payload.*`` locations: the codec's
+    model refusing the settings, the factory raising :class:`ConfigRefused` (at its ``key``),
+    or the factory raising anything else (at ``payload``, with the exception's type).
+    """
     codec = codecs.get(payload.codec)
     if codec is None:
         known = ", ".join(sorted(codecs)) or "none installed"
         loc: ConfigLoc = ("payload", "codec")
         raise MappingConfigError([(loc, f"unknown codec {payload.codec!r} (known: {known})")])
-    return codec.factory(codec.validate(payload.codec_settings()))
+    settings = codec.validate(payload.codec_settings())
+    try:
+        return codec.factory(settings)
+    except ConfigRefused as exc:
+        raise MappingConfigError([(("payload", *exc.key), exc.message)]) from None
+    except MappingConfigError:
+        raise
+    except Exception as exc:
+        # A factory is plugin code: whatever it raises refuses the config, it never escapes
+        # into the daemon (a reload must not kill it).
+        message = f"codec {payload.codec!r} failed on this config: {type(exc).__name__}: {exc}"
+        raise MappingConfigError([(("payload",), message)]) from exc

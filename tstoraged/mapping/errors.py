@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ConfigLoc", "MappingConfigError", "MappingError", "describe"]
+__all__ = ["ConfigLoc", "ConfigRefused", "MappingConfigError", "MappingError", "describe"]
 
 ConfigLoc = tuple[str | int, ...]
 """A key path inside one source's config, e.g. ``("key", "mid")`` or ``("payload", "format")``."""
@@ -57,3 +57,24 @@ class MappingConfigError(ValueError):
         super().__init__(
             "; ".join(f"{'.'.join(map(str, loc))}: {message}" for loc, message in self.problems)
         )
+
+
+class ConfigRefused(ValueError):
+    """Plugin code refuses a config it cannot work with: the documented way to say no.
+
+    Raise it from a codec factory (or a config model's validator) with a message for the
+    operator; ``key`` names the offending key relative to the table being compiled (for a codec
+    factory: the source's ``payload`` table), as a name (``"scale"``) or a path
+    (``("channels", 2)``). The config is refused -- at start, on reload, in ``tstoraged check``
+    -- with one line naming the source and the key::
+
+        /etc/tstoraged/tstoraged.toml: sources[2].payload.scale: must not be 0
+
+    Any other exception from plugin code is caught and reported the same way (with its type),
+    but reads as a bug; this one reads as a decision.
+    """
+
+    def __init__(self, message: str, *, key: str | Sequence[str | int] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key: ConfigLoc = () if key is None else (key,) if isinstance(key, str) else tuple(key)

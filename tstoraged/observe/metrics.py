@@ -87,6 +87,9 @@ class SourceStats:
         "dead_lettered",
         "details",
         "dropped",
+        "failing",
+        "failures",
+        "failures_counter",
         "in_rate",
         "last_error",
         "last_error_at",
@@ -96,6 +99,9 @@ class SourceStats:
         "received",
         "received_counter",
         "rejected",
+        "restart_at",
+        "restarts",
+        "restarts_counter",
         "state",
         "up_gauge",
         "written",
@@ -106,6 +112,8 @@ class SourceStats:
         self.received_counter = metrics.received_total.labels(source=name)
         self.written_counter = metrics.written_total.labels(source=name)
         self.up_gauge = metrics.source_up.labels(source=name)
+        self.failures_counter = metrics.source_failures.labels(source=name)
+        self.restarts_counter = metrics.source_restarts.labels(source=name)
         self.in_rate = MovingRate(metrics.rate_window, clock=metrics.clock)
         self.out_rate = MovingRate(metrics.rate_window, clock=metrics.clock)
         self.received = 0
@@ -117,6 +125,14 @@ class SourceStats:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.state = "unknown"
+        self.failures = 0
+        """Times ``run()`` raised (since the daemon started)."""
+        self.restarts = 0
+        """Times a failed source was started again."""
+        self.failing = False
+        """Failed and not recovered yet (the daemon is not ready meanwhile)."""
+        self.restart_at: float | None = None
+        """Unix time of the next restart while in backoff."""
         self.problem: str | None = None
         """What the source itself reports it cannot do (``context.set_problem``)."""
         self.details: Mapping[str, Any] = {}
@@ -131,7 +147,11 @@ class SourceStats:
             "rejected": self.rejected,
             "dead_lettered": self.dead_lettered,
             "dropped": self.dropped,
-            "errors": self.rejected + self.dead_lettered + self.dropped,
+            "failures": self.failures,
+            "restarts": self.restarts,
+            "failing": self.failing,
+            "restart_at": self.restart_at,
+            "errors": self.rejected + self.dead_lettered + self.dropped + self.failures,
             "received_per_s": round(self.in_rate.rate(), 3),
             "written_per_s": round(self.out_rate.rate(), 3),
             "last_write": self.last_write,
@@ -217,6 +237,18 @@ class Metrics:
         self.source_up = Gauge(
             "tstoraged_source_up", "1 while the source is running, else 0.", by_source, registry=r
         )
+        self.source_failures = Counter(
+            "tstoraged_source_failures",
+            "Times a source's run() raised (each is followed by a restart after a backoff).",
+            by_source,
+            registry=r,
+        )
+        self.source_restarts = Counter(
+            "tstoraged_source_restarts",
+            "Times a failed source was started again.",
+            by_source,
+            registry=r,
+        )
         self.batches_total = Counter(
             "tstoraged_batches_written", "Batches acknowledged by TStorage.", registry=r
         )
@@ -287,6 +319,27 @@ class Metrics:
         stats.up_gauge.set(1 if state == RUNNING else 0)
         if state == "starting":
             stats.problem = None  # a new instance reports its own problems
+        if state != "backoff":
+            stats.restart_at = None
+
+    def source_failed(self, source: str, error: str, *, restart_in: float) -> None:
+        """The source's ``run()`` raised ``error``; it restarts in ``restart_in`` seconds."""
+        stats = self._source(source)
+        stats.failures += 1
+        stats.failures_counter.inc()
+        stats.failing = True
+        stats.restart_at = self.wall_clock() + restart_in
+        self._note_error(stats, error)
+
+    def source_restarted(self, source: str) -> None:
+        """A failed source was started again (it is failing until it recovers)."""
+        stats = self._source(source)
+        stats.restarts += 1
+        stats.restarts_counter.inc()
+
+    def source_recovered(self, source: str) -> None:
+        """A restarted source ran long enough to count as healthy."""
+        self._source(source).failing = False
 
     def source_problem(self, source: str, problem: str | None) -> None:
         """What a source reports it cannot do right now (``None``: it can again)."""
@@ -313,7 +366,13 @@ class Metrics:
         self._plugin_families.remove_source(source)
         if self._sources.pop(source, None) is None:
             return
-        for family in (self.received_total, self.written_total, self.source_up):
+        for family in (
+            self.received_total,
+            self.written_total,
+            self.source_up,
+            self.source_failures,
+            self.source_restarts,
+        ):
             family.remove(source)
         for reasons in (self.rejected, self.dead_lettered, self.dropped):
             reasons.remove_source(source)

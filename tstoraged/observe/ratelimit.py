@@ -7,6 +7,9 @@ through for that key carries ``suppressed=N``.
 
 Two adapters share one :class:`RateLimiter`: a structlog processor for our own events and a
 ``logging.Filter`` for the stdlib records of libraries (pymodbus, paho, asyncio).
+
+An event that an operator caused and must always see (a refused reload) is logged with
+``rate_limit=False``: it is never suppressed, and the field itself is not written.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import structlog
 
 __all__ = [
     "DEFAULT_KEY_FIELDS",
+    "EXEMPT_FIELD",
     "RateLimitFilter",
     "RateLimitProcessor",
     "RateLimiter",
@@ -30,6 +34,9 @@ DEFAULT_KEY_FIELDS: tuple[str, ...] = ("source", "target", "reason", "error")
 
 Fields like attempt numbers or counts deliberately do not: they differ on every repetition.
 """
+
+EXEMPT_FIELD = "rate_limit"
+"""An event with ``rate_limit=False`` is never suppressed (the field is removed)."""
 
 _LIMITED_LEVELS = frozenset({"warning", "warn", "error", "exception", "critical", "fatal"})
 
@@ -99,7 +106,7 @@ class RateLimitProcessor:
     ) -> MutableMapping[str, Any]:
         """Process one event (structlog's processor signature)."""
         level = event_dict.get("level", method_name)
-        if level not in _LIMITED_LEVELS:
+        if event_dict.pop(EXEMPT_FIELD, True) is False or level not in _LIMITED_LEVELS:
             return event_dict
         key = (
             level,

@@ -8,8 +8,10 @@ Lifecycle:
   never acknowledged, so sources with positions (files, MQTT) deliver it again after a restart.
 - SIGHUP: ``RELOADING=1``; the config file is read and validated again. A valid config is
   applied (sources added, removed or changed; batch, queue, retry and target settings) without
-  losing buffered records; an invalid one is refused with one log line per problem, and the
-  daemon keeps running on the old config. Then ``READY=1`` again.
+  losing buffered records, and ``reload_applied`` names every changed key; an invalid one
+  (whatever plugin code raised while validating it) is refused with one ``reload_refused``
+  event listing every problem, never rate-limited, and the daemon keeps running on the old
+  config. Then ``READY=1`` again.
 
 Signal handlers only set events; this module's main loop does the work.
 """
@@ -37,9 +39,10 @@ from tstoraged.observe.metrics import Metrics
 from tstoraged.pipeline.deadletter import DeadLetterFile
 from tstoraged.pipeline.pipeline import DrainReport, Pipeline, Stage
 from tstoraged.pipeline.spooled import SpoolStage
-from tstoraged.plugins import PluginManager
+from tstoraged.plugins import PluginManager, installed_plugin_set, plugin_set_changes
 from tstoraged.runtime import wiring
 from tstoraged.runtime.context import CoreSourceContext, source_state_dir
+from tstoraged.runtime.reload import changed_settings, unreloadable
 from tstoraged.runtime.sdnotify import SystemdNotifier, status_loop, watchdog_loop
 from tstoraged.runtime.supervisor import SourceSupervisor
 from tstoraged.source import Source, SourceConfig
@@ -131,7 +134,7 @@ class Daemon:
             stage=await self._build_stage(settings),
         )
         self._pipeline_task = self.pipeline.start()
-        self.supervisor = SourceSupervisor(self._make_source, self.metrics.source_state)
+        self.supervisor = SourceSupervisor(self._make_source, self.metrics)
         background: list[asyncio.Task[None]] = []
         try:
             await self._start_http(settings)
@@ -209,45 +212,102 @@ class Daemon:
     # -- reload -------------------------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """Re-read and apply the config file; False (and the old config kept) when invalid."""
+        """Re-read and apply the config file; False (and the old config kept) when refused.
+
+        Nothing a new config contains -- and no exception from plugin code validating or
+        compiling it -- can end the daemon: every problem is logged in one ``reload_refused``
+        event (never rate-limited) and the old config keeps running.
+        """
         assert self.pipeline is not None
         assert self.supervisor is not None
         self.notifier.reloading()
         log.info("reload_requested", config=str(self.config_path))
+        self._report_plugin_changes()
         try:
             new = load_config(self.config_path, env=self.env, plugins=self.plugins)
         except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload_refused", problem=str(problem))
-            self.notifier.ready(status="config reload refused; running on the previous config")
-            return False
+            return self._refuse_reload([str(problem) for problem in exc.problems])
+        except Exception as exc:  # a bug in validation must not take the daemon down
+            log.debug("reload_validation_crashed", exc_info=exc)
+            return self._refuse_reload([f"validation failed: {type(exc).__name__}: {exc}"])
         old = self.settings
-        refused = _unreloadable(old, new)
+        refused = unreloadable(old, new)
         if refused:
-            for reason in refused:
-                log.error("reload_refused", problem=reason)
-            self.notifier.ready(status="config reload refused; running on the previous config")
-            return False
+            return self._refuse_reload(refused)
+        try:
+            # Everything that can fail (a TLS key that does not load) before anything changes.
+            target = wiring.target_settings(new)
+            batch = wiring.batch_settings(new)
+            queue = wiring.queue_settings(new)
+            retry = wiring.retry_settings(new)
+        except Exception as exc:
+            return self._refuse_reload([f"[tstorage]: {type(exc).__name__}: {exc}"])
         if self.configure_logs and new.log != old.log:
             configure_logging(new.log.level, new.log.format)
-        self.pipeline.reconfigure(
-            target=wiring.target_settings(new),
-            batch=wiring.batch_settings(new),
-            queue=wiring.queue_settings(new),
-            retry=wiring.retry_settings(new),
-        )
+        self.pipeline.reconfigure(target=target, batch=batch, queue=queue, retry=retry)
         self.settings = new
         changes = await self.supervisor.apply(new.enabled_sources)
         for name in changes["removed"]:
             self.metrics.remove_source(name)
+        problems = []
         if new.metrics != old.metrics:
-            if self.http is not None:
-                await self.http.stop()
-                self.http = None
-            await self._start_http(new)
-        log.info("reload_applied", **changes)
+            problems = await self._restart_http(old, new)
+        settings = changed_settings(old, new)
+        log.info(
+            "reload_applied",
+            **changes,
+            settings=settings,
+            nothing_changed=not settings and not any(changes.values()),
+        )
+        for problem in problems:
+            log.error("reload_incomplete", problem=problem, rate_limit=False)
         self.notifier.ready(status=self.metrics.summary_line())
         return True
+
+    def _report_plugin_changes(self) -> None:
+        """Say so when plugins were installed, removed or upgraded since start.
+
+        Python code already imported cannot be replaced safely in a running process, so a
+        reload keeps the plugins loaded at start; the new set needs a restart.
+        """
+        if self.plugins.loaded_set is None:
+            return
+        changes = plugin_set_changes(self.plugins.loaded_set, installed_plugin_set(self.env))
+        if any(changes.values()):
+            log.warning(
+                "plugins_changed",
+                **changes,
+                action="restart the daemon to load them; this reload keeps the plugins "
+                "loaded at start",
+                rate_limit=False,
+            )
+
+    def _refuse_reload(self, problems: list[str]) -> bool:
+        log.error(
+            "reload_refused",
+            problems=problems,
+            count=len(problems),
+            config=str(self.config_path),
+            rate_limit=False,
+        )
+        self.notifier.ready(status="config reload refused; running on the previous config")
+        return False
+
+    async def _restart_http(self, old: Settings, new: Settings) -> list[str]:
+        """Move the metrics endpoint to the new ``[metrics]``; back to the old one if that fails."""
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        try:
+            await self._start_http(new)
+        except OSError as exc:
+            problem = f"metrics.listen = {new.metrics.listen!r}: cannot listen: {exc.strerror}"
+            try:
+                await self._start_http(old)
+            except OSError as again:
+                return [problem, f"the old metrics.listen failed too: {again.strerror}"]
+            return [f"{problem}; still serving on {self.http_url}"]
+        return []
 
     # -- parts --------------------------------------------------------------------------------
 
@@ -286,17 +346,17 @@ class Daemon:
         """Whether the daemon takes data; not ready names the first reason found.
 
         Ready when the pipeline runs, TStorage is reachable (or the spool takes the data), no
-        source is failing and none reports a problem (``context.set_problem``).
+        source is failing (its ``run()`` raised and the restarted instance has not yet run for
+        its ``restart.healthy_after``) and none reports a problem (``context.set_problem``).
         """
         if self._pipeline_task is None or self._pipeline_task.done():
             return Readiness(False, "pipeline not running")
-        if self.supervisor is not None and not self.supervisor.states_ok():
-            return Readiness(False, "a source is failing")
+        failing = self.supervisor.failing() if self.supervisor is not None else {}
+        if failing:
+            return Readiness(False, _first_of(failing, " failing: "))
         problems = self.metrics.source_problems()
         if problems:
-            name, problem = next(iter(problems.items()))
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            return Readiness(False, f"source {name}: {problem}{more}")
+            return Readiness(False, _first_of(problems, ": "))
         if self._spool_stage is not None and self._spool_stage.spool.stats().blocked:
             return Readiness(False, "spool full: sources are waiting for TStorage")
         connections = self.metrics.snapshot()["connections"]
@@ -331,16 +391,11 @@ class Daemon:
             self._spool_stage = None
 
 
-def _unreloadable(old: Settings, new: Settings) -> list[str]:
-    """Changes a running daemon cannot apply; a restart is needed for them."""
-    problems = []
-    if old.tstorage.write_mode != new.tstorage.write_mode:
-        problems.append("tstorage.write_mode cannot change on reload; restart the daemon")
-    if old.daemon.state_dir != new.daemon.state_dir:
-        problems.append("daemon.state_dir cannot change on reload; restart the daemon")
-    if old.spool != new.spool:
-        problems.append("[spool] cannot change on reload; restart the daemon")
-    return problems
+def _first_of(reasons: Mapping[str, str], verb: str) -> str:
+    """``source a failing: <error> (and 2 more)``: the first source's reason, and a count."""
+    name, reason = next(iter(reasons.items()))
+    more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    return f"source {name}{verb}{reason}{more}"
 
 
 def run(

@@ -90,26 +90,49 @@ async def test_garbage_is_rejected_not_emitted(tmp_path):
     assert "not a loadavg line" in dead
 
 
-async def test_missing_file_fails_the_source(tmp_path):
+async def test_missing_file_fails_the_poll(tmp_path):
     source, _ = make_source(tmp_path / "absent")
     with pytest.raises(RuntimeError, match="cannot read"):
         await source.read_once()
 
 
-async def test_run_reads_repeatedly_until_cancelled(tmp_path):
-    path = tmp_path / "loadavg"
-    path.write_text(LINE)
-    source, context = make_source(path, interval="1ms")
-    task = asyncio.create_task(source.run())
-    # Bounded wait for a few readings; the clock is not asserted on.
-    for _ in range(5000):
-        if len(context.emitted) >= 3:
+async def poll_until(condition, task: asyncio.Task[None]) -> None:
+    """Let the source run until ``condition()`` holds (bounded wait), then cancel it."""
+    for _ in range(10_000):
+        if condition():
             break
         await asyncio.sleep(0.001)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert len(context.emitted) >= 3
+    assert condition()
+
+
+async def test_run_polls_on_the_schedule_until_cancelled(tmp_path):
+    path = tmp_path / "loadavg"
+    path.write_text(LINE)
+    source, context = make_source(path, interval="10ms")
+    task = asyncio.create_task(source.run())
+    await poll_until(lambda: len(context.emitted) >= 3, task)
+    # Every reading is stamped with its tick, a multiple of the interval (TStorage time is
+    # Unix time minus whole seconds, so the remainder is the same in both).
+    assert all(records[0].key.cap % 10_000_000 == 0 for records in context.emitted)
+    assert context.metric_value("polls_total") >= 3
+
+
+async def test_a_missing_file_is_retried_at_the_next_tick_not_a_crash(tmp_path):
+    path = tmp_path / "loadavg"
+    source, context = make_source(path, interval="10ms")
+    task = asyncio.create_task(source.run())
+    for _ in range(10_000):
+        if context.metric_value("poll_failures_total"):
+            break
+        await asyncio.sleep(0.001)
+    assert context.problem is not None
+    assert context.problem.startswith("poll failed: RuntimeError: cannot read")
+    path.write_text(LINE)  # the file appears: the same instance reads it at a next tick
+    await poll_until(lambda: len(context.emitted) >= 1, task)
+    assert context.problem is None
 
 
 def test_config_requires_only_type_and_name_and_has_a_default_mapping():

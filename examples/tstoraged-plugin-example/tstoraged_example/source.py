@@ -1,5 +1,9 @@
 """The ``loadavg`` source: reads /proc/loadavg at an interval and emits one record per value.
 
+It is a :class:`tstoraged.PollingSource`: it implements ``poll()`` and the core owns the
+schedule (clock-aligned ticks, slow polls skipped and counted, a failed poll logged, counted and
+retried at the next tick).
+
 /proc/loadavg looks like ``0.52 0.58 0.59 2/1234 56789``. Each reading becomes the fields
 ``load1``, ``load5``, ``load15`` (floats), ``running`` and ``total`` (task counts), plus
 ``host`` and ``minutes`` for the key; with the default mapping one reading gives three records
@@ -8,7 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from pathlib import Path
@@ -16,24 +19,22 @@ from typing import Any
 
 from pydantic import Field
 
-from tstoraged import Source, SourceConfig
-from tstoraged.config import Duration
-from tstoraged.mapping.model import KeyMapping, PayloadMapping
+from tstoraged import KeyMapping, PayloadMapping, PollingConfig, PollingSource, Tick
 
 __all__ = ["LoadAvgConfig", "LoadAvgSource", "parse_loadavg"]
 
 WINDOWS = (1, 5, 15)
 
 
-class LoadAvgConfig(SourceConfig):
+class LoadAvgConfig(PollingConfig):
     """``type = "loadavg"``: the 1/5/15-minute load averages of this machine.
 
     Only ``type`` and ``name`` are required; the mapping defaults to cid 1, mid = ``host_id``,
     moid = the window in minutes, payload = the load average as ``<d``.
     """
 
-    # Duration accepts "500ms", "10s", "5m" or plain seconds, like the core's own settings.
-    interval: Duration = Field(default=10.0, gt=0, description="Time between readings.")
+    # PollingConfig brings interval (default 10 s; "500ms", "10s", "5m" or seconds), offset
+    # and poll_timeout; the core polls on multiples of the interval.
     path: Path = Field(
         default=Path("/proc/loadavg"), description="File to read (a test points it elsewhere)."
     )
@@ -67,36 +68,34 @@ def parse_loadavg(text: str) -> dict[str, Any]:
     }
 
 
-class LoadAvgSource(Source):
-    """Reads the load average every ``interval`` seconds until cancelled."""
+class LoadAvgSource(PollingSource):
+    """Reads the load average at every tick of the schedule the core runs."""
 
     config: LoadAvgConfig
 
-    async def run(self) -> None:
-        config = self.config
+    async def setup(self) -> None:
         self.context.log.info(
-            "loadavg.start",
-            path=str(config.path),
-            interval=config.interval,
+            "loadavg_started",
+            path=str(self.config.path),
+            interval=self.config.interval,
             hostname=socket.gethostname(),
         )
-        next_due = time.monotonic()
-        while True:
-            await self.read_once()
-            # A fixed schedule, so slow reads do not make the interval drift.
-            next_due += config.interval
-            await asyncio.sleep(max(0.0, next_due - time.monotonic()))
 
-    async def read_once(self) -> None:
+    async def poll(self, tick: Tick) -> None:
+        # The tick's instant as receive time: every record of a reading has the aligned
+        # capture time (:00, :10, ...), whenever the read itself happened.
+        await self.read_once(received_ns=tick.at_ns)
+
+    async def read_once(self, received_ns: int | None = None) -> None:
         """Take one reading and emit its records (or reject the input)."""
         path = self.config.path
-        received_ns = time.time_ns()
+        received_ns = time.time_ns() if received_ns is None else received_ns
         try:
             # Reading /proc is instant; a regular file in tests is tiny. No thread needed.
             text = path.read_text(encoding="ascii")
         except OSError as exc:
-            # A missing file is an operator problem, not input to dead-letter: fail and let
-            # the core restart the source after a backoff (the error is logged).
+            # A missing file is an operator problem, not input to dead-letter: the poll fails,
+            # the core logs and counts it, reports it in status and polls again at the next tick.
             raise RuntimeError(f"cannot read {path}: {exc.strerror}") from exc
         try:
             fields = parse_loadavg(text)

@@ -14,10 +14,12 @@ import paho.mqtt.client as paho
 import trustme
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tstoraged.testing import wait_until
+from tstoraged.testing import DaemonProcess, wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+MQTT_ENV = {"TSTORAGED_LOAD_PLUGINS": "codecs,mqtt"}
+"""The suite loads only the core plugins by default; these tests add the mqtt plugin."""
 USER = "ingest"
 PASSWORD = "s3cret-Pa55-do-not-print"
 
@@ -247,3 +249,8 @@ state_dir = "{tmp_path / "state"}"
 """
     )
     return path
+
+
+def mqtt_daemon(config: Path) -> DaemonProcess:
+    """``tstoraged run -c config`` as a process, with the mqtt plugin loaded (not started)."""
+    return DaemonProcess(config, env=MQTT_ENV)

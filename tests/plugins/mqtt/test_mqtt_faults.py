@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
-from mqtt_harness import Mosquitto, Publisher, broker_section, daemon_toml
+from mqtt_harness import Mosquitto, Publisher, broker_section, daemon_toml, mqtt_daemon
 
 from tstorage_client.channel import Channel
 from tstorage_client.payload_type import BytesPayloadType
@@ -116,7 +116,7 @@ def test_kill9_with_qos1_in_flight_loses_nothing(
         config = daemon_toml(
             tmp_path, server.address, mqtt_source(broker), spool=spool, write_mode=write_mode
         )
-        daemon = DaemonProcess(config).start()
+        daemon = mqtt_daemon(config).start()
         try:
             daemon.wait_for_event("mqtt_connected")  # subscribed: the session keeps the rest
             with StreamPublisher(broker) as stream:
@@ -155,7 +155,7 @@ def test_broker_restart_mid_stream_reconnects_and_loses_nothing(
 ) -> None:
     with serve() as server:
         config = daemon_toml(tmp_path, server.address, mqtt_source(broker))
-        with DaemonProcess(config) as daemon:
+        with mqtt_daemon(config) as daemon:
             daemon.wait_for_event("mqtt_connected")
             with StreamPublisher(broker) as stream:
                 wait_until(lambda: len(stored(server.port)) > 200, what="records to flow")
@@ -180,7 +180,7 @@ def test_tstorage_down_is_backpressure_on_the_broker(tmp_path: Path, broker: Mos
         config = daemon_toml(
             tmp_path, (server.host, server.port), mqtt_source(broker), metrics=True
         )
-        with DaemonProcess(config) as daemon:
+        with mqtt_daemon(config) as daemon:
             daemon.wait_for_event("mqtt_connected")
             server.kill()
             with Publisher(broker) as publisher:
@@ -219,7 +219,7 @@ def test_two_daemons_share_one_subscription(tmp_path: Path, broker: Mosquitto) -
             source = mqtt_source(
                 broker, client_id=f'"shared-{index}"', topic='"$share/ingest/f/{mid}"'
             )
-            daemons.append(DaemonProcess(daemon_toml(directory, server.address, source)).start())
+            daemons.append(mqtt_daemon(daemon_toml(directory, server.address, source)).start())
         try:
             for daemon in daemons:
                 daemon.wait_for_event("mqtt_connected")
@@ -264,7 +264,7 @@ def test_topic_list_change_takes_effect_after_reload_and_restart(
 
     with serve() as server, Publisher(broker) as publisher:
         config = daemon_toml(tmp_path, server.address, mqtt_source(broker) + g_table)
-        with DaemonProcess(config) as daemon:
+        with mqtt_daemon(config) as daemon:
             daemon.wait_for_event("mqtt_connected")
             publish(publisher, ("f/1", 0), ("g/2", 1))
             wait_until(lambda: set(seqs(server.port)) == {0, 1}, what="both topics")
@@ -279,7 +279,7 @@ def test_topic_list_change_takes_effect_after_reload_and_restart(
         # While the daemon is stopped, an older config's filter comes back into the session
         # (and into the filters the daemon remembers); started again, the daemon removes it.
         _subscribe_in_session(broker, "stream-daemon", tmp_path / "state" / "sources" / "stream")
-        with DaemonProcess(config) as daemon:
+        with mqtt_daemon(config) as daemon:
             wait_until(lambda: daemon.events("mqtt_unsubscribed"), what="g/+ unsubscribed")
             publish(publisher, ("f/1", 5), ("g/2", 6), ("f/1", 7))
             wait_until(lambda: 7 in seqs(server.port), what="f/+ flowing after restart")

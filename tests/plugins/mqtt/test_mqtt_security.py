@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trustme
-from mqtt_harness import PASSWORD, USER, Mosquitto, Publisher, daemon_toml
+from mqtt_harness import MQTT_ENV, PASSWORD, USER, Mosquitto, Publisher, daemon_toml, mqtt_daemon
 
 from tstorage_client.channel import Channel
 from tstorage_client.payload_type import BytesPayloadType
@@ -60,6 +60,7 @@ def every_output(daemon: DaemonProcess, config: Path) -> str:
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **MQTT_ENV},
     )
     status = json.dumps(daemon.status())
     return "\n".join([*daemon.lines, checked.stdout, checked.stderr, status, status_view(daemon)])
@@ -72,7 +73,7 @@ def status_view(daemon: DaemonProcess) -> str:
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, **MQTT_ENV, "COLUMNS": "200"},
     )
     return shown.stdout + shown.stderr
 
@@ -82,7 +83,7 @@ def test_wrong_ca_is_refused_with_a_clear_error(tmp_path: Path, broker: Mosquitt
     trustme.CA().cert_pem.write_to_path(str(other_ca))
     with serve() as server:
         config = daemon_toml(tmp_path, server.address, tls_source(broker, other_ca), metrics=True)
-        with DaemonProcess(config) as daemon:
+        with mqtt_daemon(config) as daemon:
             problem = wait_until(lambda: problem_of(daemon), what="a connection problem")
             assert "certificate verification failed" in problem, problem
             assert f"127.0.0.1:{broker.tls_port}" in problem
@@ -99,7 +100,7 @@ def test_tls_with_password_delivers_and_never_shows_the_password(
         config = daemon_toml(
             tmp_path, server.address, tls_source(broker, broker.ca_file), metrics=True
         )
-        with DaemonProcess(config) as daemon:
+        with mqtt_daemon(config) as daemon:
             daemon.wait_for_event("mqtt_connected")
             with Publisher(broker) as publisher:
                 publisher.publish_all([("secure/value", "42.5")])
@@ -126,7 +127,7 @@ def test_wrong_password_is_refused_without_showing_it(tmp_path: Path, broker: Mo
         config = daemon_toml(
             tmp_path, server.address, tls_source(broker, broker.ca_file, wrong), metrics=True
         )
-        with DaemonProcess(config) as daemon:
+        with mqtt_daemon(config) as daemon:
             problem = wait_until(lambda: problem_of(daemon), what="a connection problem")
             assert "refused the connection: Not authorized" in problem, problem
             assert f"check username '{USER}' and the password" in problem

@@ -250,7 +250,12 @@ def test_the_reference_config_example_is_valid(tmp_path: Path) -> None:
     reference = Path(__file__).resolve().parents[3] / "config" / "tstoraged.toml"
     text = reference.read_text()
     start = text.index('# [[sources]]\n# type = "mqtt"')
-    example = "\n".join(line[2:] for line in text[start:].splitlines() if line.startswith("#"))
+    lines = []
+    for line in text[start:].splitlines():
+        if not line.startswith("#"):
+            break  # the end of the commented example
+        lines.append(line[2:])
+    example = "\n".join(lines)
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text("-")
     (tmp_path / "mqtt-password").write_text("pw\n")
