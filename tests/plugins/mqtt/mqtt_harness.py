@@ -41,6 +41,8 @@ class Mosquitto:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls_port = free_port()
+        self.mtls_port = free_port()
+        """A TLS listener that requires a client certificate signed by :attr:`ca`."""
         self.ca = trustme.CA()
         cert = self.ca.issue_cert("localhost", "127.0.0.1")
         self.ca_file = directory / "ca.pem"
@@ -74,7 +76,15 @@ class Mosquitto:
             + f"listener {self.tls_port} 127.0.0.1\n"
             f"cafile {self.ca_file}\n"
             f"certfile {directory / 'server.pem'}\nkeyfile {directory / 'server.key'}\n"
+            f"listener {self.mtls_port} 127.0.0.1\n"
+            f"cafile {self.ca_file}\nrequire_certificate true\n"
+            f"certfile {directory / 'server.pem'}\nkeyfile {directory / 'server.key'}\n"
         )
+        client = self.ca.issue_cert("tstoraged-client")
+        self.client_cert = directory / "client.pem"
+        self.client_key = directory / "client.key"
+        client.cert_chain_pems[0].write_to_path(str(self.client_cert))
+        client.private_key_pem.write_to_path(str(self.client_key))
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 

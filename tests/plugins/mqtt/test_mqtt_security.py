@@ -27,18 +27,30 @@ def broker(tmp_path: Path) -> Any:
         yield running
 
 
-def tls_source(broker: Mosquitto, ca_file: Path, password: str = PASSWORD) -> str:
+def tls_source(
+    broker: Mosquitto,
+    ca_file: Path,
+    password: str = PASSWORD,
+    *,
+    port: int | None = None,
+    client_cert: bool = False,
+) -> str:
     # The password is a literal here on purpose: the worst case for leaking it.
+    cert = (
+        f', cert_file = "{broker.client_cert}", key_file = "{broker.client_key}"'
+        if client_cert
+        else ""
+    )
     return f"""
 [[sources]]
 type = "mqtt"
 name = "secure"
 host = "127.0.0.1"
-port = {broker.tls_port}
+port = {port or broker.tls_port}
 client_id = "secure-daemon"
 username = "{USER}"
 password = "{password}"
-tls = {{ enabled = true, ca_file = "{ca_file}", server_hostname = "localhost" }}
+tls = {{ enabled = true, ca_file = "{ca_file}", server_hostname = "localhost"{cert} }}
 reconnect = {{ initial = "100ms", max = "500ms" }}
 key = {{ cid = 5, mid = 1, moid = 1 }}
 payload = {{ format = "<d", fields = ["value"] }}
@@ -134,4 +146,20 @@ def test_wrong_password_is_refused_without_showing_it(tmp_path: Path, broker: Mo
             output = every_output(daemon, config)
             assert wrong not in output
             assert PASSWORD not in output
+            assert daemon.terminate() == 0
+
+
+def test_client_certificate_is_sent_when_configured(tmp_path: Path, broker: Mosquitto) -> None:
+    """A listener requiring client certificates: refused without one, connected with one."""
+    with serve() as server:
+        without = tls_source(broker, broker.ca_file, port=broker.mtls_port)
+        config = daemon_toml(tmp_path, server.address, without, metrics=True)
+        with mqtt_daemon(config) as daemon:
+            problem = wait_until(lambda: problem_of(daemon), what="a connection problem")
+            assert f"cannot connect to broker 127.0.0.1:{broker.mtls_port}" in problem
+            assert daemon.terminate() == 0
+        with_cert = tls_source(broker, broker.ca_file, port=broker.mtls_port, client_cert=True)
+        config = daemon_toml(tmp_path, server.address, with_cert, metrics=True)
+        with mqtt_daemon(config) as daemon:
+            daemon.wait_for_event("mqtt_connected")
             assert daemon.terminate() == 0
