@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import struct
 from pathlib import Path
 from typing import Any
@@ -163,6 +166,35 @@ def test_persistent_session_needs_a_client_id() -> None:
     assert error["loc"] == ("client_id",)
     assert "persistent session" in error["msg"]
     assert config(client_id=None, clean_start=True).client_id is None
+
+
+def test_tstoraged_check_names_the_missing_client_id(tmp_path: Path) -> None:
+    path = tmp_path / "tstoraged.toml"
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path}"
+[[sources]]
+type = "mqtt"
+name = "m"
+key = {{ cid = 1, mid = "{{mid}}", moid = 1 }}
+payload = {{ format = "<d", fields = ["value"] }}
+subscriptions = [{{ topic = "a/{{mid}}" }}]
+"""
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "tstoraged.cli", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "TSTORAGED_LOAD_PLUGINS": "codecs,mqtt"},
+    )
+    assert checked.returncode == 2
+    assert checked.stderr.strip().splitlines() == [
+        f"{path}: sources[0]: client_id is required with a persistent session "
+        "(clean_start = false): the broker keeps the session, and the messages queued for "
+        "it, under this id"
+    ]
 
 
 def test_password_is_a_secret(tmp_path: Path) -> None:
