@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
-import struct
 from pathlib import Path
 from typing import Any
 
