@@ -37,6 +37,9 @@ class Mosquitto:
     """
 
     def __init__(self, directory: Path, **settings: Any) -> None:
+        for tool in (MOSQUITTO, MOSQUITTO_PASSWD):
+            if not os.access(tool, os.X_OK):
+                raise RuntimeError(f"{tool} not found: apt-get install mosquitto (see README)")
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
