@@ -91,6 +91,8 @@ def stream_operation(request: bytes, parser: GetResponseParser) -> Operation[Res
 def get_operation(request: bytes, parser: GetResponseParser) -> Operation[ResponseGet[Any]]:
     """GET held whole (get): collects the batches; NO_MEMORY beyond parser.memory_limit.
 
+    On failure the response's data holds the records read before it.
+
     The cyclic GC is paused until the response is complete: every record built is kept, and
     Key/Record tuples are never untracked by the collector, so each collection triggered on
     the way would traverse all records read so far (a third of the time of a large get).
@@ -98,6 +100,7 @@ def get_operation(request: bytes, parser: GetResponseParser) -> Operation[Respon
     stream = stream_operation(request, parser)
     batches: list[Any] = []
     total = 0
+    limit = parser.memory_limit
     reply: bytes | None = None
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -110,8 +113,10 @@ def get_operation(request: bytes, parser: GetResponseParser) -> Operation[Respon
                 break
             if type(instruction) is RecordsBatch:
                 total += instruction.nbytes
-                if total > parser.memory_limit:
-                    return ResponseGet(ResponseStatus.NO_MEMORY)
+                if limit is not None and total > limit:
+                    stream.close()
+                    data = parser.codec.get_data(batches)
+                    return ResponseGet(ResponseStatus.NO_MEMORY, -1, data)
                 batches.append(instruction.records)
                 reply = None
             else:
@@ -120,6 +125,8 @@ def get_operation(request: bytes, parser: GetResponseParser) -> Operation[Respon
         if gc_was_enabled:
             gc.enable()
     if not final:
-        return ResponseGet(final.result)
-    data = batches[0] if len(batches) == 1 else parser.codec.join(batches)
-    return ResponseGet(ResponseStatus.OK, final.acq, data)
+        partial = parser.take_partial()
+        if partial is not None:
+            batches.append(partial)
+        return ResponseGet(final.status, -1, parser.codec.get_data(batches))
+    return ResponseGet(ResponseStatus.OK, final.acq, parser.codec.get_data(batches))

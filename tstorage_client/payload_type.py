@@ -7,10 +7,12 @@ their ``struct.Struct`` so the protocol core can pack and unpack whole batches a
 
 from __future__ import annotations
 
+import importlib.util
 import struct
-from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable
+from typing import Any
+
+from tstorage_client._payload_interface import PayloadType, T
 
 __all__ = [
     "BytesPayloadType",
@@ -19,70 +21,74 @@ __all__ = [
     "TuplePayloadType",
     "UnitPayloadType",
 ]
-
-T = TypeVar("T")
-
-
-class PayloadType(ABC, Generic[T]):
-    """Interface for payload serializers."""
-
-    #: When every payload of this type has the same size, that size; otherwise None.
-    fixed_size: int | None = None
-
-    @abstractmethod
-    def to_bytes(self, value: T) -> bytes:
-        """Converts provided value to bytes to be sent to TStorage."""
-
-    @abstractmethod
-    def from_bytes(self, buffer: bytes) -> T | None:
-        """Converts bytes to value or None in case of failure."""
-
-    def to_bytes_many(self, values: Iterable[T]) -> list[bytes]:
-        """Serialize many values; override for speed. Default: ``to_bytes`` for each."""
-        return list(map(self.to_bytes, values))
-
-    def from_bytes_many(self, buffers: Iterable[bytes]) -> list[T | None]:
-        """Deserialize many payloads; override for speed. Default: ``from_bytes`` for each."""
-        return list(map(self.from_bytes, buffers))
+if importlib.util.find_spec("numpy") is not None:
+    __all__ += ["NumpyPayloadType"]  # noqa: F822 (provided by __getattr__ below)
 
 
-class StructPayloadType(PayloadType[Any]):
-    """One value packed with a ``struct`` format, e.g. ``StructPayloadType("<d")`` for a float."""
+class StructPayloadType(PayloadType[T]):
+    """One value packed with a ``struct`` format, e.g. ``StructPayloadType[float]("<d")``.
+
+    ``from_bytes`` answers None when the payload does not unpack (wrong length included).
+    """
 
     def __init__(self, format: str) -> None:  # 'format': the reference client's name
         self.struct = struct.Struct(format)
-        if len(self.struct.unpack(bytes(self.struct.size))) != 1:
-            raise ValueError(f"StructPayloadType needs a format with one value, got {format!r}")
         self.format = format
         self.fixed_size = self.struct.size
 
-    def to_bytes(self, value: Any) -> bytes:
+    def to_bytes(self, value: T) -> bytes:
         return self.struct.pack(value)
 
-    def from_bytes(self, buffer: bytes) -> Any | None:
-        if len(buffer) != self.struct.size:
+    def from_bytes(self, buffer: bytes) -> T | None:
+        try:
+            value: T = self.struct.unpack(buffer)[0]
+        except (struct.error, IndexError):
             return None
-        return self.struct.unpack(buffer)[0]
+        return value
+
+    def _inline_struct(self) -> tuple[struct.Struct, bool] | None:
+        cls = type(self)
+        if cls.to_bytes is not StructPayloadType.to_bytes:
+            return None
+        if cls.from_bytes is not StructPayloadType.from_bytes:
+            return None
+        if len(self.struct.unpack(bytes(self.struct.size))) != 1:
+            return None  # several values: to_bytes fails, from_bytes keeps the first
+        return self.struct, False
 
     def __repr__(self) -> str:
         return f"StructPayloadType({self.format!r})"
 
 
-class TuplePayloadType(PayloadType[tuple[Any, ...]]):
-    """A tuple of values packed with a ``struct`` format, e.g. ``TuplePayloadType("<if?")``."""
+class TuplePayloadType(PayloadType[T]):
+    """A tuple of values packed with a ``struct`` format, e.g. ``TuplePayloadType("<if?")``.
+
+    ``to_bytes(value)`` is ``pack(*value)``; ``from_bytes`` answers the unpacked tuple, or
+    None when the payload does not unpack.
+    """
 
     def __init__(self, format: str) -> None:  # 'format': the reference client's name
         self.struct = struct.Struct(format)
         self.format = format
         self.fixed_size = self.struct.size
 
-    def to_bytes(self, value: Sequence[Any]) -> bytes:
-        return self.struct.pack(*value)
+    def to_bytes(self, value: T) -> bytes:
+        return self.struct.pack(*value)  # type: ignore[misc]
 
-    def from_bytes(self, buffer: bytes) -> tuple[Any, ...] | None:
-        if len(buffer) != self.struct.size:
+    def from_bytes(self, buffer: bytes) -> T | None:
+        try:
+            value: T = self.struct.unpack(buffer)  # type: ignore[assignment]
+        except struct.error:
             return None
-        return self.struct.unpack(buffer)
+        return value
+
+    def _inline_struct(self) -> tuple[struct.Struct, bool] | None:
+        cls = type(self)
+        if cls.to_bytes is not TuplePayloadType.to_bytes:
+            return None
+        if cls.from_bytes is not TuplePayloadType.from_bytes:
+            return None
+        return self.struct, True
 
     def __repr__(self) -> str:
         return f"TuplePayloadType({self.format!r})"
@@ -91,13 +97,14 @@ class TuplePayloadType(PayloadType[tuple[Any, ...]]):
 class UnitPayloadType(PayloadType[tuple[()]]):
     """No payload: writes empty payloads; on read ignores the payload (keys-only scans)."""
 
-    fixed_size = None
-
     def to_bytes(self, value: object) -> bytes:
         return b""
 
     def from_bytes(self, buffer: bytes) -> tuple[()]:
         return ()
+
+    def __repr__(self) -> str:
+        return "UnitPayloadType()"
 
 
 class BytesPayloadType(PayloadType[bytes]):
@@ -114,6 +121,9 @@ class BytesPayloadType(PayloadType[bytes]):
 
     def from_bytes_many(self, buffers: Iterable[bytes]) -> list[bytes | None]:
         return list(buffers)
+
+    def __repr__(self) -> str:
+        return "BytesPayloadType()"
 
 
 def __getattr__(name: str) -> Any:

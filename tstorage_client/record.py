@@ -14,6 +14,7 @@ and is an instance of ``tuple``. A key never compares equal to a plain tuple.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from operator import itemgetter
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -46,6 +47,10 @@ CAP_MIN, CAP_MAX = INT64_MIN, INT64_MAX
 ACQ_MIN, ACQ_MAX = INT64_MIN, INT64_MAX
 
 _tuple_new = tuple.__new__
+_KEY_STRUCT = struct.Struct("<iqiqq")
+_KEY_NO_ACQ = struct.Struct("<iqiq")
+_KEY_NO_CID = struct.Struct("<qiqq")
+_KEY_NO_CID_ACQ = struct.Struct("<qiq")
 _KEY_FIELDS = ("cid", "mid", "moid", "cap", "acq")
 
 
@@ -54,28 +59,51 @@ _KEY_FIELDS = ("cid", "mid", "moid", "cap", "acq")
 _ordered_frozen_dataclass = dataclasses.dataclass(frozen=True, order=True, init=False)
 
 
+class _NumpyKeyDtypeList:
+    """``Key._numpy_dtype_list``: the key's numpy fields, computed when first read.
+
+    numpy is optional and slow to import, so it is imported only when this is read; without
+    numpy the attribute does not exist (AttributeError, as in the reference client).
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> list[tuple[str, Any]]:
+        try:
+            import numpy
+        except ImportError as error:
+            raise AttributeError("Key._numpy_dtype_list needs numpy") from error
+        return [
+            ("cid", numpy.int32),
+            ("mid", numpy.int64),
+            ("moid", numpy.int32),
+            ("cap", numpy.int64),
+            ("acq", numpy.int64),
+        ]
+
+
 @_ordered_frozen_dataclass
 class Key(tuple[int, int, int, int, int]):
     """Identifier of a record: client id, meter id, meter object id, capture and acquisition time.
 
-    ``cap`` and ``acq`` are TStorage nanoseconds (since 2001-01-01 UTC). ``cid = -1`` and
-    ``acq = -1`` mean "unset": a key with a negative cid is invalid, and ``acq`` is set by the
-    server on ``put``. Keys are ordered component by component, as TStorage orders them.
+    ``cap`` and ``acq`` are TStorage nanoseconds (since 2001-01-01 UTC). Every component
+    defaults to -1 (``Key(1)`` is ``Key(1, -1, -1, -1, -1)``); a key with a negative cid is
+    invalid, and ``acq = -1`` means "unset" (the server sets it on ``put``). Keys are ordered
+    component by component, as TStorage orders them.
     """
 
     __slots__ = ()
 
-    cid: int
-    mid: int
-    moid: int
-    cap: int
-    acq: int
+    cid: int = -1
+    mid: int = -1
+    moid: int = -1
+    cap: int = -1
+    acq: int = -1
 
     __match_args__ = ("cid", "mid", "moid", "cap", "acq")
     _fields: ClassVar[tuple[str, ...]] = _KEY_FIELDS
+    _numpy_dtype_list = _NumpyKeyDtypeList()
 
     def __new__(
-        cls, cid: int = -1, mid: int = 0, moid: int = 0, cap: int = 0, acq: int = -1
+        cls, cid: int = -1, mid: int = -1, moid: int = -1, cap: int = -1, acq: int = -1
     ) -> Key:
         return _tuple_new(cls, (cid, mid, moid, cap, acq))
 
@@ -93,6 +121,30 @@ class Key(tuple[int, int, int, int, int]):
     def max(cls) -> Key:
         """The largest key: the (exclusive) upper corner of the whole key space."""
         return _KEY_MAX
+
+    @classmethod
+    def bytes_count(cls) -> int:
+        """Size of a whole key on the wire: 32 bytes (``<iqiqq``)."""
+        return _KEY_STRUCT.size
+
+    def to_bytes(self, *, with_cid: bool = True, with_acq: bool = True) -> bytes:
+        """The key as little-endian ``<iqiqq``, without cid and/or acq when asked.
+
+        Raises ``struct.error`` when a component does not fit its wire type.
+        """
+        if with_cid:
+            return _KEY_STRUCT.pack(*self) if with_acq else _KEY_NO_ACQ.pack(*self[:4])
+        return _KEY_NO_CID.pack(*self[1:]) if with_acq else _KEY_NO_CID_ACQ.pack(*self[1:4])
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> Key | None:
+        """The whole key (``<iqiqq``) at ``offset`` of ``data``; None when too short or cid < 0."""
+        if offset < 0 or len(data) - offset < _KEY_STRUCT.size:
+            return None
+        values = _KEY_STRUCT.unpack_from(data, offset)
+        if values[0] < 0:
+            return None
+        return _tuple_new(cls, values)
 
     def valid(self) -> bool:
         """True when every component is inside its wire range and cid is not negative."""
@@ -131,9 +183,12 @@ class Key(tuple[int, int, int, int, int]):
         return self
 
 
-@dataclasses.dataclass(frozen=True, init=False)
+@_ordered_frozen_dataclass
 class Record(tuple[Key, T_co], Generic[T_co]):
-    """A key bound to a payload value (of the channel's payload type ``T``)."""
+    """A key bound to a payload value (of the channel's payload type ``T``).
+
+    Frozen, ordered (by key, then value) and hashable (when the value is).
+    """
 
     __slots__ = ()
 

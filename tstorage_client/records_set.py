@@ -10,22 +10,24 @@ from tstorage_client.record import Record
 __all__ = ["AsyncGetCallback", "GetCallback", "RecordsSet"]
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 
 @runtime_checkable
-class RecordsSet(Protocol[T_co]):
-    """A sized, iterable, indexable collection of records; a ``list[Record[T]]`` is one."""
+class RecordsSet(Protocol[T]):
+    """A sized, iterable collection of records that can be appended to; a ``list`` is one."""
 
     def __len__(self) -> int: ...
 
-    def __iter__(self) -> Iterator[Record[T_co]]: ...
+    def __iter__(self) -> Iterator[Record[T]]: ...
 
-    def __getitem__(self, index: int, /) -> Record[T_co]: ...
+    def append(self, record: Record[T], /) -> None: ...
 
 
 GetCallback = Callable[[RecordsSet[T]], object]
-"""Called by ``get_stream`` with each batch of records (each batch fits in ``memory_limit``)."""
+"""Called by ``get_stream`` with each batch of records (each batch fits in ``memory_limit``).
+
+Its result is ignored (the reference types it ``-> None``; any callable of one argument does).
+"""
 
 AsyncGetCallback = Callable[[RecordsSet[T]], Awaitable[object] | object]
 """``AsyncChannel.get_stream`` also accepts a coroutine function; its result is awaited."""

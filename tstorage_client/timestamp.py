@@ -60,49 +60,58 @@ def now_ns() -> int:
     return time.time_ns() - OFFSET_NS
 
 
-@dataclass(frozen=True)
+def _as_utc(moment: dt.datetime) -> dt.datetime:
+    """An aware datetime as UTC; a naive one is local time (as ``datetime.timestamp`` takes it)."""
+    return moment.astimezone(dt.UTC)
+
+
+def _in_zone(moment: dt.datetime, tzinfo: dt.tzinfo | None) -> dt.datetime:
+    """An aware UTC datetime in ``tzinfo``; with None, naive local time (as ``fromtimestamp``)."""
+    if tzinfo is None:
+        return moment.astimezone().replace(tzinfo=None)
+    return moment.astimezone(tzinfo)
+
+
+@dataclass(order=True)
 class Tstoragedatetime:
     """A nanosecond-precise instant: a ``datetime`` plus the nanoseconds below its microsecond.
 
-    A naive ``datetime`` is taken as UTC. ``nanoseconds`` may be any integer; it is added to
-    ``datetime`` (so ``Tstoragedatetime(d, 1500)`` is 1.5 µs after ``d``).
+    ``nanoseconds`` may be any integer; it is added to ``datetime`` (so
+    ``Tstoragedatetime(d, 1500)`` is 1.5 µs after ``d``). A naive ``datetime`` is local time,
+    as for ``datetime.timestamp()``. The ``from_*`` constructors give a ``datetime`` in
+    ``tzinfo`` (UTC by default; ``tzinfo=None``: naive local time, as ``fromtimestamp``).
     """
 
     datetime: dt.datetime
     nanoseconds: int = 0
 
     def _unix_ns(self) -> int:
-        d = self.datetime
-        if d.tzinfo is None:
-            d = d.replace(tzinfo=dt.UTC)
-        delta = d - _UNIX_EPOCH
+        delta = _as_utc(self.datetime) - _UNIX_EPOCH
         micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
         return micros * 1_000 + self.nanoseconds
 
     @classmethod
-    def from_unix_ns(cls, timestamp: int) -> Tstoragedatetime:
+    def from_unix_ns(cls, ts: int, *, tzinfo: dt.tzinfo | None = dt.UTC) -> Tstoragedatetime:
         """From Unix nanoseconds."""
-        micros, nanos = divmod(timestamp, 1_000)
-        return cls(_UNIX_EPOCH + dt.timedelta(microseconds=micros), nanos)
+        micros, nanos = divmod(ts, 1_000)
+        return cls(_in_zone(_UNIX_EPOCH + dt.timedelta(microseconds=micros), tzinfo), nanos)
 
     @classmethod
-    def from_unix(cls, timestamp: int | float) -> Tstoragedatetime:
+    def from_unix(cls, ts: int | float, *, tzinfo: dt.tzinfo | None = dt.UTC) -> Tstoragedatetime:
         """From Unix seconds."""
-        if isinstance(timestamp, int):
-            return cls.from_unix_ns(timestamp * 1_000_000_000)
-        return cls.from_unix_ns(round(timestamp * 1_000_000_000))
+        return cls.from_unix_ns(_seconds_to_ns(ts), tzinfo=tzinfo)
 
     @classmethod
-    def from_tstorage_ns(cls, timestamp: int) -> Tstoragedatetime:
+    def from_tstorage_ns(cls, ts: int, *, tzinfo: dt.tzinfo | None = dt.UTC) -> Tstoragedatetime:
         """From TStorage nanoseconds."""
-        return cls.from_unix_ns(timestamp + OFFSET_NS)
+        return cls.from_unix_ns(ts + OFFSET_NS, tzinfo=tzinfo)
 
     @classmethod
-    def from_tstorage(cls, timestamp: int | float) -> Tstoragedatetime:
+    def from_tstorage(
+        cls, ts: int | float, *, tzinfo: dt.tzinfo | None = dt.UTC
+    ) -> Tstoragedatetime:
         """From TStorage seconds."""
-        if isinstance(timestamp, int):
-            return cls.from_tstorage_ns(timestamp * 1_000_000_000)
-        return cls.from_tstorage_ns(round(timestamp * 1_000_000_000))
+        return cls.from_unix_ns(_seconds_to_ns(ts) + OFFSET_NS, tzinfo=tzinfo)
 
     def to_unix_ns(self) -> int:
         """To Unix nanoseconds."""
@@ -119,3 +128,10 @@ class Tstoragedatetime:
     def to_tstorage(self) -> float:
         """To TStorage seconds."""
         return (self._unix_ns() - OFFSET_NS) / 1e9
+
+
+def _seconds_to_ns(ts: int | float) -> int:
+    """Seconds as integer nanoseconds (exact for an int, rounded for a float)."""
+    if isinstance(ts, int):
+        return ts * 1_000_000_000
+    return round(ts * 1_000_000_000)

@@ -173,7 +173,13 @@ class Connection:
         await self._drain()
 
     def _check_range(self, event: GetRequest | GetAcqRequest) -> str | None:
-        return range_error(event.key_min, event.key_max, self._storage.clock.next_acq())
+        # GET_ACQ answers an empty box OK (docs/protocol.md, "Range validity").
+        return range_error(
+            event.key_min,
+            event.key_max,
+            self._storage.clock.next_acq(),
+            allow_empty=isinstance(event, GetAcqRequest),
+        )
 
     async def _get_acq(self, event: GetAcqRequest) -> None:
         reason = self._check_range(event)

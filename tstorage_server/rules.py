@@ -15,17 +15,21 @@ RowT = TypeVar("RowT", PutRow, PutaRow)
 _mid, _moid, _cap, _puta_acq = itemgetter(1), itemgetter(2), itemgetter(3), itemgetter(4)
 
 
-def range_error(key_min: Key, key_max: Key, current_acq: int) -> str | None:
+def range_error(
+    key_min: Key, key_max: Key, current_acq: int, *, allow_empty: bool = False
+) -> str | None:
     """Why the GET / GET_ACQ box is invalid, or None when it is valid.
 
     Invalid: a negative cid in either key, a box that is empty in any component (keyMin not
-    strictly below keyMax), or keyMin.acq in the future (above ``current_acq``).
+    strictly below keyMax; GET only: GET_ACQ passes ``allow_empty``, as real TStorage answers
+    an empty box OK), or keyMin.acq in the future (above ``current_acq``).
     """
     if key_min.cid < 0 or key_max.cid < 0:
         return f"negative cid in range {tuple(key_min)}..{tuple(key_max)}"
-    for name, low, high in zip(Key._fields, key_min, key_max, strict=True):
-        if low >= high:
-            return f"empty range: keyMin.{name}={low} is not below keyMax.{name}={high}"
+    if not allow_empty:
+        for name, low, high in zip(Key._fields, key_min, key_max, strict=True):
+            if low >= high:
+                return f"empty range: keyMin.{name}={low} is not below keyMax.{name}={high}"
     if key_min.acq > current_acq:
         return f"keyMin.acq={key_min.acq} lies in the future (current acq {current_acq})"
     return None

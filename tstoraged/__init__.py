@@ -8,6 +8,8 @@ Everything a plugin needs is importable from the package root::
         KeyMapping, CapMapping, PayloadMapping,                            # default mappings
         CodecType, MappingError, ConfigRefused,                            # payload codecs
         PollingSource, PollingConfig, IntervalSchedule, Tick,              # polling
+        Sensitive, SensitiveStr,                     # settings never shown (masked like secrets)
+        Finding,                                     # what SourceConfig.check_environment says
     )
 
 The package ships ``py.typed``: ``mypy --strict`` on a plugin sees these types.
@@ -17,7 +19,9 @@ __version__ = "0.1.0"
 
 from tstoraged._markers import hookimpl, hookspec
 from tstoraged.config.secrets import Secret
+from tstoraged.config.sensitive import Sensitive, SensitiveStr
 from tstoraged.config.units import ByteSize, Duration
+from tstoraged.findings import Finding
 from tstoraged.mapping.codecs import CodecType
 from tstoraged.mapping.errors import ConfigRefused, MappingError
 from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
@@ -35,6 +39,7 @@ __all__ = [
     "CodecType",
     "ConfigRefused",
     "Duration",
+    "Finding",
     "IntervalSchedule",
     "KeyMapping",
     "MappingError",
@@ -42,6 +47,8 @@ __all__ = [
     "PollingConfig",
     "PollingSource",
     "Secret",
+    "Sensitive",
+    "SensitiveStr",
     "Size",
     "Source",
     "SourceConfig",

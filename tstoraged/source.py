@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import structlog
 
     from tstorage_client.record import Record
+    from tstoraged.findings import Finding
     from tstoraged.observe.source_metrics import SourceMetrics
 
 __all__ = ["Ack", "RestartPolicy", "Source", "SourceConfig", "SourceContext", "SourceType"]
@@ -88,6 +89,16 @@ class SourceConfig(BaseModel):
         default_factory=RestartPolicy,
         description="Backoff of restarts after run() raised, and when a restart counts as healthy.",
     )
+
+    def check_environment(self) -> list[Finding]:
+        """What ``tstoraged check`` should say about the machine this source would run on.
+
+        Looked at without side effects (nothing created, opened for writing or sent): a
+        directory that does not exist, a file this user cannot read, a glob that matches
+        nothing. Paths are relative to this source's table (``("paths", 0)``). The daemon
+        logs the findings when the source starts. Default: nothing to say.
+        """
+        return []
 
 
 class SourceContext(ABC):

@@ -148,9 +148,10 @@ class RecordingContext(CoreSourceContext):
         self.origins.append(origin)
         return super().map(fields, origin=origin, raw=raw, received_ns=received_ns)
 
-    def reject(self, raw: object, reason: str, *, origin: str) -> None:
+    def _dead_letter(self, raw: object, reason: str, origin: str, label: str) -> None:
+        # Both the source's own rejects and the mapping's failures end here.
         self.rejected.append(Rejected(raw, reason, origin))
-        super().reject(raw, reason, origin=origin)
+        super()._dead_letter(raw, reason, origin, label)
 
     async def _record(self, records: Sequence[Record[bytes]], ack: Ack | None) -> None:
         self.emitted.append(list(records))
@@ -243,8 +244,11 @@ class DaemonProcess:
         notify: NotifySocket | None = None,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
+        """``prefix`` runs the daemon through another command (e.g. ``setpriv ...``)."""
         self.config = Path(config)
+        self.prefix = list(prefix or [])
         self.notify = notify
         self.env = dict(env or {})
         self.args = list(args or [])
@@ -261,7 +265,7 @@ class DaemonProcess:
         self.lines = []
         command = [sys.executable, "-m", "tstoraged.cli", "run", "-c", os.fspath(self.config)]
         self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
-            [*command, *self.args],
+            [*self.prefix, *command, *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -211,7 +211,7 @@ class CheckpointStore:
             try:
                 self.save()
             except OSError as exc:
-                log.error("cannot write checkpoints", path=str(self.path), error=str(exc))
+                log.error("checkpoints_write_failed", path=str(self.path), error=str(exc))
                 self._dirty.set()
 
     def close(self) -> None:

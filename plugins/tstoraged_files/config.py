@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import codecs
+import glob
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tstoraged.config.units import ByteSize, Duration
+from tstoraged.findings import Finding
 from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
 from tstoraged.source import SourceConfig
 
@@ -45,6 +48,7 @@ _MODE_SETTINGS: dict[str, tuple[str, ...]] = {
     "exclude": ("tail", "once"),
     "start_at": ("tail",),
     "rotate_wait": ("tail",),
+    "unreadable_retry_interval": ("tail",),
     "directory": ("drop",),
     "pattern": ("drop",),
     "ignore": ("drop",),
@@ -53,6 +57,7 @@ _MODE_SETTINGS: dict[str, tuple[str, ...]] = {
     "done_dir": ("drop",),
     "failed_dir": ("drop",),
     "max_bad_lines": ("drop", "once"),
+    "ignore_checkpoints": ("once",),
 }
 """The settings that only some modes use."""
 
@@ -129,11 +134,21 @@ class FilesConfig(SourceConfig):
         ge=0,
         description="Drop and once modes: a file with more rejected lines fails (None: no limit).",
     )
+    ignore_checkpoints: bool = Field(
+        default=False,
+        description="Once mode: read files again that their checkpoints say were imported.",
+    )
     # reading
     format: Literal["csv", "jsonl", "records"] = "csv"
     csv: CsvOptions = Field(default_factory=CsvOptions)
     encoding: str = "utf-8"
     poll_interval: Duration = Field(default=1.0, gt=0, description="Time between file scans.")
+    unreadable_retry_interval: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="Tail mode: how often a file that cannot be opened (permissions) is tried "
+        "again; meanwhile it is the source's problem in status.",
+    )
     max_line_bytes: ByteSize = Field(
         default=65_536, ge=16, description="Longer lines are rejected and skipped."
     )
@@ -190,6 +205,12 @@ class FilesConfig(SourceConfig):
             raise ValueError(f"{', '.join(foreign)} not used in mode {self.mode!r}")
         return self
 
+    def check_environment(self) -> list[Finding]:
+        """Directories that do not exist, globs that match nothing, files this user cannot read."""
+        if self.mode == "drop":
+            return _drop_directory_findings(self)
+        return [finding for i, p in enumerate(self.paths) for finding in _glob_findings(self, i, p)]
+
     @property
     def resolved_done_dir(self) -> Path:
         """Where completely ingested dropped files go."""
@@ -201,3 +222,61 @@ class FilesConfig(SourceConfig):
         """Where dropped files that could not be ingested go, with a ``.reason`` file."""
         assert self.directory is not None
         return self.failed_dir or self.directory / "failed"
+
+
+def _glob_findings(config: FilesConfig, index: int, pattern: str) -> list[Finding]:
+    from tstoraged_files.tail import excluded
+
+    key, shown = ("paths", index), repr(pattern)
+    matches = [
+        path
+        for path in glob.glob(pattern, recursive=True)
+        if os.path.isfile(path) and not excluded(path, config.exclude)
+    ]
+    if not matches:
+        fixed = _fixed_prefix(pattern)
+        where = f" ({fixed} does not exist)" if not fixed.exists() else ""
+        return [Finding("warning", key, f"matches no file yet{where}", shown)]
+    unreadable = sorted(path for path in matches if not os.access(path, os.R_OK))
+    if not unreadable:
+        return []
+    return [
+        Finding(
+            "warning",
+            key,
+            f"{len(unreadable)} of the {len(matches)} files it matches cannot be read by this "
+            f"user (uid {os.geteuid()}), e.g. {unreadable[0]}",
+            shown,
+        )
+    ]
+
+
+def _fixed_prefix(pattern: str) -> Path:
+    """The leading part of a glob without wildcards: ``/var/log/plc`` of ``/var/log/plc/*.csv``."""
+    parts = []
+    for part in Path(pattern).parts:
+        if any(char in part for char in "*?["):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def _drop_directory_findings(config: FilesConfig) -> list[Finding]:
+    directory = config.directory
+    assert directory is not None
+    key, shown = ("directory",), repr(str(directory))
+    if not directory.exists():
+        return [Finding("error", key, "does not exist; create it (the daemon does not)", shown)]
+    if not directory.is_dir():
+        return [Finding("error", key, "is not a directory", shown)]
+    if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+        return [
+            Finding(
+                "error",
+                key,
+                f"must be readable and writable by this user (uid {os.geteuid()}): ingested "
+                "files are moved away or deleted",
+                shown,
+            )
+        ]
+    return []

@@ -51,6 +51,7 @@ class DropDirectory:
 
     async def run(self) -> None:
         """Scan, ingest and move files until cancelled."""
+        await self._directory_exists()
         self.failed_dir.mkdir(parents=True, exist_ok=True)
         if self.config.on_done == "move":
             self.done_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,22 @@ class DropDirectory:
 
     def close(self) -> None:
         """Nothing stays open between files."""
+
+    async def _directory_exists(self) -> None:
+        """Wait for a missing drop directory, reported as the source's problem meanwhile.
+
+        It is not created: a missing directory is more often a typo or a share that is not
+        mounted yet than a directory nobody made, and files dropped elsewhere would wait unseen.
+        """
+        if self.directory.is_dir():
+            return
+        self.context.set_problem(f"drop directory {self.directory} does not exist")
+        while True:  # nothing to wait on but the next look (inotify does not see a mount)
+            await asyncio.sleep(self.config.poll_interval)
+            if self.directory.is_dir():
+                break
+        self.context.set_problem(None)
+        self.context.log.info("drop_directory_appeared", directory=str(self.directory))
 
     def _forget_vanished(self) -> None:
         # Checkpoints of files moved away after their last ack (the move and the checkpoint
@@ -133,7 +150,7 @@ class DropDirectory:
                 self.context, self.store, self.config, fd, str(path), entry, limit_bad_lines=True
             )
             if entry.offset:
-                self.context.log.info("resuming dropped file", path=str(path), line=entry.line)
+                self.context.log.info("dropped_file_resumed", path=str(path), line=entry.line)
             while await reader.pump(1):
                 pass
             await reader.finish()
@@ -160,14 +177,14 @@ class DropDirectory:
                 return  # replaced by a new file of the same name meanwhile: that one is next
             if self.config.on_done == "delete":
                 path.unlink()
-                self.context.log.info("ingested file deleted", path=str(path))
+                self.context.log.info("ingested_file_deleted", path=str(path))
             else:
                 target = _move(path, self.done_dir)
-                self.context.log.info("ingested file moved", path=str(path), to=str(target))
+                self.context.log.info("ingested_file_moved", path=str(path), to=str(target))
         except FileNotFoundError:
             pass
         except OSError as exc:
-            self.context.log.error("cannot move ingested file", path=str(path), error=str(exc))
+            self.context.log.error("ingested_file_move_failed", path=str(path), error=str(exc))
             self._stuck.add(name)
         finally:
             self.store.remove(entry)
@@ -175,7 +192,7 @@ class DropDirectory:
     def fail(self, name: str, entry: FileCheckpoint | None, reason: str) -> None:
         """Move a file that cannot be ingested to failed_dir, with ``<name>.reason``."""
         path = self.directory / name
-        self.context.log.error("dropped file failed", path=str(path), reason=reason)
+        self.context.log.error("dropped_file_failed", path=str(path), reason=reason)
         self._changes.pop(name, None)
         if entry is not None:
             self.store.remove(entry)
@@ -183,7 +200,7 @@ class DropDirectory:
             target = _move(path, self.failed_dir)
             target.with_name(target.name + ".reason").write_text(reason + "\n")
         except OSError as exc:
-            self.context.log.error("cannot move failed file", path=str(path), error=str(exc))
+            self.context.log.error("failed_file_move_failed", path=str(path), error=str(exc))
             self._stuck.add(name)
 
 

@@ -224,9 +224,11 @@ class JsonLinesParser(LineParser):
 
 
 class RecordsParser(LineParser):
-    """The client's record CSV: ``cid,mid,moid,cap,hexpayload`` (cap in TStorage ns).
+    """The client's record CSV: ``cid,mid,moid,cap[,acq],hexpayload`` (times in TStorage ns).
 
-    Blank lines, ``#`` comments and a header line starting with ``cid`` are skipped.
+    The rows ``python -m tstorage_client get --csv`` writes carry the acq (kept with
+    ``tstorage.write_mode = "puta"``); rows without it leave the acq to TStorage. Blank
+    lines, ``#`` comments and a header line starting with ``cid`` are skipped.
     """
 
     def parse(self, lines: list[str], first_line: int) -> list[Record[bytes]]:
@@ -236,14 +238,15 @@ class RecordsParser(LineParser):
         fromhex = bytes.fromhex
         for i, text in enumerate(lines):
             parts = text.split(",")
-            if len(parts) != 5:
+            if len(parts) not in (5, 6):
                 stripped = text.strip()
                 if stripped and not stripped.startswith("#"):
-                    self.reject(text, f"expected 5 fields, got {len(parts)}", first_line + i)
+                    self.reject(text, f"expected 5 or 6 fields, got {len(parts)}", first_line + i)
                 continue
             try:
-                key = make_key((int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), -1))
-                payload = fromhex(parts[4])
+                acq = int(parts[4]) if len(parts) == 6 else -1
+                key = make_key((int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), acq))
+                payload = fromhex(parts[-1])
             except ValueError as exc:
                 if parts[0].strip() != "cid":  # the header line
                     self.reject(text, str(exc), first_line + i)

@@ -40,6 +40,10 @@ class ImportProgress:
     """Lines rejected so far."""
     failed: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason) of files that could not be read to the end."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of files not read: already imported to their end, or empty."""
+    resumed: list[tuple[str, int]] = field(default_factory=list)
+    """(path, line) of files imported before up to that line, read on from there."""
 
 
 class OnceImporter:
@@ -73,7 +77,7 @@ class OnceImporter:
         self.progress.files_total = len(paths)
         self.progress.bytes_total = sum(size for _, size in paths)
         if not paths:
-            self.context.log.warning("no file matches", paths=self.config.paths)
+            self.context.log.warning("glob_matched_nothing", paths=self.config.paths)
         for path, _ in paths:
             await self._import(path)
             self.progress.files_done += 1
@@ -81,7 +85,7 @@ class OnceImporter:
         await self.context.emit([], acknowledged.set)
         await acknowledged.wait()
         self.context.log.info(
-            "import finished",
+            "import_finished",
             files=self.progress.files_total,
             records=self.progress.records,
             rejected=self.progress.rejected,
@@ -101,10 +105,17 @@ class OnceImporter:
         try:
             st = os.fstat(fd)
             entry = self.store.for_whole_file(fd, st, path, self.config.fingerprint_bytes)
+            if entry.offset and self.config.ignore_checkpoints:
+                self.store.remove(entry)  # read it again from the start
+                entry = self.store.for_whole_file(fd, st, path, self.config.fingerprint_bytes)
             self.progress.bytes_done += entry.offset
             if entry.offset >= st.st_size:
-                self.context.log.info("already imported", path=path)
+                reason = "empty" if not st.st_size else f"already imported ({entry.line} lines)"
+                self.progress.skipped.append((path, reason))
+                self.context.log.info("file_import_skipped", path=path, reason=reason)
                 return
+            if entry.offset:
+                self.progress.resumed.append((path, entry.line))
             reader = FileReader(
                 self.context, self.store, self.config, fd, path, entry, limit_bad_lines=True
             )
@@ -122,5 +133,5 @@ class OnceImporter:
                 self.progress.rejected += reader.parser.rejected
 
     def _fail(self, path: str, reason: str) -> None:
-        self.context.log.error("file import failed", path=path, reason=reason)
+        self.context.log.error("file_import_failed", path=path, reason=reason)
         self.progress.failed.append((path, reason))

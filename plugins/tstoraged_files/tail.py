@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TailFollower", "excluded"]
 
-UNREADABLE_RETRY_S = 60.0
-"""How often opening a file that failed to open is tried again (permissions may be fixed)."""
-
 FileId = tuple[int, int]
 """(device, inode)."""
 
@@ -75,8 +72,10 @@ class TailFollower:
         """Where reading of retired content had got to (emitted, maybe not yet acked)."""
         self._copies: dict[FileId, float] = {}
         """New inodes that look like a copy of a followed file, and since when."""
-        self._unreadable: dict[FileId, float] = {}
-        """Files that could not be opened, and when that was (retried after a while)."""
+        self._unreadable: dict[FileId, tuple[float, str, str]] = {}
+        """Files that could not be opened: when, path, error (retried after a while)."""
+        self._reported: dict[str, str] = {}
+        """The unreadable files last reported as the source's problem (path -> error)."""
 
     async def run(self) -> None:
         """Poll, read and emit until cancelled."""
@@ -110,7 +109,7 @@ class TailFollower:
             else:
                 followed.gone_since = None
                 if path != followed.reader.path:
-                    self.context.log.info("file renamed", old=followed.reader.path, new=path)
+                    self.context.log.info("file_renamed", old=followed.reader.path, new=path)
                     followed.reader.path = path
             self._check_rewritten(followed)
         self._forget_stale(found, now)
@@ -120,6 +119,7 @@ class TailFollower:
         new.sort(key=lambda fid: self.store.find_live(*fid) is None)
         for file_id in new:
             self._open(file_id, found[file_id], first_scan=first_scan, now=now)
+        self._report_unreadable()
         more = False
         for followed in list(self.followed.values()):
             read = await followed.reader.pump(CHUNKS_PER_TURN)
@@ -129,8 +129,8 @@ class TailFollower:
 
     def _forget_stale(self, found: dict[FileId, str], now: float) -> None:
         """Drop bookkeeping of files that are gone, and let unreadable files be retried."""
-        for file_id, failed_at in list(self._unreadable.items()):
-            if now - failed_at >= UNREADABLE_RETRY_S:
+        for file_id, (failed_at, _, _) in list(self._unreadable.items()):
+            if file_id not in found or now - failed_at >= self.config.unreadable_retry_interval:
                 del self._unreadable[file_id]
         for file_id in [fid for fid in self._copies if fid not in found]:
             del self._copies[file_id]
@@ -152,13 +152,28 @@ class TailFollower:
                     found.setdefault((st.st_dev, st.st_ino), path)
         return found
 
+    def _report_unreadable(self) -> None:
+        """Files that cannot be opened are the source's problem until they can (or are gone)."""
+        current = {path: error for _, path, error in self._unreadable.values()}
+        if current == self._reported:
+            return
+        self._reported = current
+        self.context.set_details({"unreadable_files": current})
+        if not current:
+            self.context.set_problem(None)
+            return
+        path, error = min(current.items())
+        more = f" (and {len(current) - 1} more files)" if len(current) > 1 else ""
+        retry = self.config.unreadable_retry_interval
+        self.context.set_problem(f"cannot read {path}: {error}{more}; retried every {retry:g}s")
+
     def _check_rewritten(self, followed: FollowedFile) -> None:
         reader = followed.reader
         entry = reader.entry
         size = os.fstat(reader.fd).st_size
         if size < reader.read_offset or not entry.fingerprint.matches(reader.fd):
             self.context.log.info(
-                "file truncated, reading it again from the start",
+                "file_truncated",
                 path=reader.path,
                 size=size,
                 offset=reader.read_offset,
@@ -184,8 +199,8 @@ class TailFollower:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            self.context.log.error("cannot open file", path=path, error=str(exc))
-            self._unreadable[file_id] = now
+            self.context.log.error("file_open_failed", path=path, error=str(exc))
+            self._unreadable[file_id] = (now, path, exc.strerror or str(exc))
             return
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != file_id:  # replaced between scan and open: next round
@@ -197,7 +212,7 @@ class TailFollower:
             return
         self._copies.pop(file_id, None)
         self.followed[file_id] = FollowedFile(self._reader(fd, path, entry, offset, line), file_id)
-        self.context.log.info("following file", path=path, offset=offset, line=line)
+        self.context.log.info("file_opened", path=path, offset=offset, line=line)
 
     def _position(
         self, fd: int, file_id: FileId, path: str, size: int, first_scan: bool, now: float
@@ -216,7 +231,7 @@ class TailFollower:
                 retired.dev, retired.ino = file_id
                 retired.path, retired.retired = path, False
                 self.store.changed()
-                self.context.log.info("file continues content already read", path=path)
+                self.context.log.info("file_continued", path=path)
                 return retired, offset, line
             if self._copy_of_followed(fd):
                 since = self._copies.setdefault(file_id, now)
@@ -266,10 +281,10 @@ class TailFollower:
             os.close(reader.fd)
             del self.followed[file_id]
             if st.st_nlink:
-                self.context.log.info("stopped following rotated file", path=reader.path)
+                self.context.log.info("rotated_file_closed", path=reader.path)
                 self._retire(reader)
             else:
-                self.context.log.info("file deleted", path=reader.path)
+                self.context.log.info("file_deleted", path=reader.path)
                 self.store.remove(reader.entry)
 
     def _reader(

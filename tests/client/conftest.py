@@ -7,7 +7,7 @@ directly from the test coroutine: its peers run in other threads, so blocking is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -68,21 +68,47 @@ class Client:
 
     async def get_iter(
         self, key_min: Key = KEY_MIN, key_max: Key = KEY_MAX, stop_after: int | None = None
-    ) -> tuple[list[Record[Any]], Any]:
-        """Iterate (stopping early after ``stop_after`` records); (records, iterator)."""
-        iterator = self.channel.get_iter(key_min, key_max)
+    ) -> tuple[list[Record[Any]], IterRun]:
+        """Iterate (stopping early after ``stop_after`` records); (records, the run)."""
+        run = IterRun(self.kind, self.channel.get_iter(key_min, key_max))
         records: list[Record[Any]] = []
-        if self.kind == "sync":
-            for record in iterator:
-                records.append(record)
+        async for item in run.items():
+            if isinstance(item, Record):
+                records.append(item)
                 if stop_after is not None and len(records) >= stop_after:
                     break
-        else:
-            async for record in iterator:
-                records.append(record)
-                if stop_after is not None and len(records) >= stop_after:
-                    break
-        return records, iterator
+        return records, run
+
+
+class IterRun:
+    """One get_iter: its items, checked to end with exactly one final ResponseAcq."""
+
+    def __init__(self, kind: str, iterator: Any) -> None:
+        self.kind = kind
+        self.iterator = iterator
+        self.response: ResponseAcq | None = None
+
+    async def items(self) -> AsyncIterator[Record[Any] | ResponseAcq]:
+        """The items of the iteration, sync or async; ``response`` is set by the last one."""
+        while True:
+            try:
+                if self.kind == "sync":
+                    item = next(self.iterator)
+                else:
+                    item = await anext(self.iterator)
+            except (StopIteration, StopAsyncIteration):
+                assert self.response is not None, "get_iter ended without its final response"
+                return
+            assert self.response is None, "get_iter yielded after its final response"
+            if isinstance(item, ResponseAcq):
+                self.response = item
+            else:
+                assert isinstance(item, Record)
+            yield item
+
+    async def rest(self) -> list[Record[Any]]:
+        """The records still yielded by the iteration (e.g. after leaving it early)."""
+        return [item async for item in self.items() if isinstance(item, Record)]
 
 
 @pytest.fixture(params=["sync", "async"])

@@ -129,9 +129,9 @@ async def test_get_iter_left_early_is_drained_by_the_next_request(
     assert len(again) == 5000
     assert client.connected
     # The abandoned iterator ends after the batch it already held, with ERROR.
-    rest = list(iterator) if client.kind == "sync" else [record async for record in iterator]
+    rest = await iterator.rest()
     assert len(records) + len(rest) < 5000
-    assert iterator.response.result == ResponseStatus.ERROR
+    assert iterator.response.status == ResponseStatus.ERROR
     await client.close()
 
 
@@ -142,10 +142,11 @@ async def test_get_beyond_memory_limit_is_no_memory_and_closes(
     await client.connect()
     await client.put(_records(101))
     got = await client.get()
-    assert got.result == ResponseStatus.NO_MEMORY
-    assert list(got.data) == []
+    assert got.status == ResponseStatus.NO_MEMORY
+    # data holds what was read within the limit; the channel closed itself.
+    assert _stripped(got.data) == _stripped(_records(100))
     assert not client.connected
-    assert (await client.get_acq()).result == ResponseStatus.DISCONNECTED
+    assert (await client.get_acq()).status == ResponseStatus.DISCONNECTED
 
 
 async def test_record_larger_than_memory_limit_is_no_memory_for_stream_and_iter(
@@ -157,11 +158,11 @@ async def test_record_larger_than_memory_limit_is_no_memory_for_stream_and_iter(
     await writer.close()
     reader = make_client(server.host, server.port, BytesPayloadType(), memory_limit=500)
     await reader.connect()
-    assert (await reader.get_stream(lambda batch: None)).result == ResponseStatus.NO_MEMORY
+    assert (await reader.get_stream(lambda batch: None)).status == ResponseStatus.NO_MEMORY
     await reader.connect()
     records, iterator = await reader.get_iter()
     assert records == []
-    assert iterator.response.result == ResponseStatus.NO_MEMORY
+    assert iterator.response.status == ResponseStatus.NO_MEMORY
     await reader.close()
 
 
@@ -184,15 +185,15 @@ async def test_disconnected_before_connect_and_after_close(
     server: RunningServer, make_client: Any
 ) -> None:
     client = make_client(server.host, server.port)
-    assert (await client.put(_records(1))).result == ResponseStatus.DISCONNECTED
-    assert (await client.get()).result == ResponseStatus.DISCONNECTED
+    assert (await client.put(_records(1))).status == ResponseStatus.DISCONNECTED
+    assert (await client.get()).status == ResponseStatus.DISCONNECTED
     assert (await client.connect()).is_ok()
     await client.close()
-    assert (await client.get_acq()).result == ResponseStatus.DISCONNECTED
-    assert (await client.get_stream(print)).result == ResponseStatus.DISCONNECTED
+    assert (await client.get_acq()).status == ResponseStatus.DISCONNECTED
+    assert (await client.get_stream(print)).status == ResponseStatus.DISCONNECTED
     records, iterator = await client.get_iter()
     assert records == []
-    assert iterator.response.result == ResponseStatus.DISCONNECTED
+    assert iterator.response.status == ResponseStatus.DISCONNECTED
 
 
 async def test_connect_to_a_closed_port_is_disconnected(make_client: Any) -> None:
@@ -200,8 +201,8 @@ async def test_connect_to_a_closed_port_is_disconnected(make_client: Any) -> Non
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound but not listening: connection refused
         client = make_client("127.0.0.1", port)
-        assert (await client.connect()).result == ResponseStatus.DISCONNECTED
-    assert (await client.get()).result == ResponseStatus.DISCONNECTED
+        assert (await client.connect()).status == ResponseStatus.ERROR
+    assert (await client.get()).status == ResponseStatus.DISCONNECTED
 
 
 def test_context_managers_connect_and_close(server: RunningServer) -> None:
@@ -229,7 +230,7 @@ async def test_refused_range_is_bad_request_and_closes(
     await client.connect()
     empty_cids = dataclasses.replace(Key.max(), cid=0)  # 0 <= cid < 0: an empty box, refused
     got = await client.get(Key(0, 0, 0, 0, 0), empty_cids)
-    assert got.result == ResponseStatus.BAD_REQUEST
+    assert got.status == ResponseStatus.BAD_REQUEST
     assert not client.connected
 
 
@@ -238,7 +239,7 @@ async def test_unencodable_range_is_bad_request_without_io(
 ) -> None:
     client = make_client(server.host, server.port)
     await client.connect()
-    assert (await client.get(Key(0, 2**64, 0, 0, 0))).result == ResponseStatus.BAD_REQUEST
+    assert (await client.get(Key(0, 2**64, 0, 0, 0))).status == ResponseStatus.BAD_REQUEST
     assert client.connected
     await client.close()
 
@@ -257,7 +258,7 @@ async def test_tls_round_trip_with_the_server(tls_ca: trustme.CA, make_client: A
         untrusting = make_client(
             running.host, running.port, ssl_context=ssl.create_default_context()
         )
-        assert (await untrusting.connect()).result == ResponseStatus.DISCONNECTED
+        assert (await untrusting.connect()).status == ResponseStatus.ERROR
 
 
 # ------------------------------------------------------------------ scripted peers
@@ -355,7 +356,7 @@ async def test_hostile_get_responses_give_a_status_and_close(
         got = await client.get()
         assert got.result == status
         assert not client.connected
-        assert (await client.get()).result == ResponseStatus.DISCONNECTED
+        assert (await client.get()).status == ResponseStatus.DISCONNECTED
 
 
 async def test_server_closing_mid_stream_is_disconnected(make_client: Any) -> None:
@@ -364,11 +365,11 @@ async def test_server_closing_mid_stream_is_disconnected(make_client: Any) -> No
         client = make_client(peer.host, peer.port)
         await client.connect()
         records, iterator = await client.get_iter()
-        assert iterator.response.result == ResponseStatus.DISCONNECTED
+        assert iterator.response.status == ResponseStatus.DISCONNECTED
         assert 0 < len(records) < 100
         assert not client.connected
         await client.connect()
-        assert (await client.get()).result == ResponseStatus.DISCONNECTED
+        assert (await client.get()).status == ResponseStatus.DISCONNECTED
 
 
 async def test_put_to_a_server_that_closes_is_disconnected(make_client: Any) -> None:
@@ -378,7 +379,7 @@ async def test_put_to_a_server_that_closes_is_disconnected(make_client: Any) -> 
     with scripted(handler) as peer:
         client = make_client(peer.host, peer.port)
         await client.connect()
-        assert (await client.put(_records(50_000))).result == ResponseStatus.DISCONNECTED
+        assert (await client.put(_records(50_000))).status == ResponseStatus.DISCONNECTED
         assert not client.connected
 
 
@@ -386,7 +387,7 @@ async def test_silent_server_times_out_as_disconnected(make_client: Any) -> None
     with scripted(lambda conn, stream: peer.release.wait(30)) as peer:
         client = make_client(peer.host, peer.port, timeout=0.2)
         assert (await client.connect()).is_ok()
-        assert (await client.get_acq()).result == ResponseStatus.DISCONNECTED
+        assert (await client.get_acq()).status == ResponseStatus.DISCONNECTED
         assert not client.connected
 
 
@@ -399,7 +400,7 @@ async def test_server_stalling_mid_response_times_out(make_client: Any) -> None:
     with scripted(handler) as peer:
         client = make_client(peer.host, peer.port, timeout=0.2)
         await client.connect()
-        assert (await client.get()).result == ResponseStatus.DISCONNECTED
+        assert (await client.get()).status == ResponseStatus.DISCONNECTED
 
 
 async def test_tls_with_a_scripted_peer(tls_ca: trustme.CA, make_client: Any) -> None:
@@ -446,22 +447,26 @@ async def test_callback_exception_propagates_and_channel_stays_usable(
     await client.close()
 
 
-def test_sync_get_iter_delegates_with_yield_from_and_keeps_its_response(
+def test_sync_get_iter_is_a_generator_of_records_then_the_final_response(
     server: RunningServer,
 ) -> None:
+    import inspect
+
     from tstorage_client.channel import Channel
+    from tstorage_client.response import ResponseAcq
 
     def consume(iterator: Any) -> Any:
-        response = yield from iterator
-        return response
+        yield from iterator
 
     with Channel(server.host, server.port, StructPayloadType("<d")) as channel:
         channel.put(_records(5))
         iterator = channel.get_iter(Key.min(), Key.max())
-        gen = consume(iter(iterator))
-        assert len(list(gen)) == 5
-        assert iterator.response is not None
-        assert iterator.response.is_ok()
+        assert inspect.isgenerator(iterator)
+        items = list(consume(iterator))
+        assert len(items) == 6
+        assert all(isinstance(item, Record) for item in items[:5])
+        assert isinstance(items[5], ResponseAcq)
+        assert items[5].is_ok()
 
 
 async def test_tls_verifies_the_configured_server_hostname(
@@ -484,14 +489,14 @@ async def test_tls_verifies_the_configured_server_hostname(
         assert (await named.put(_records(3))).is_ok()
         await named.close()
         by_address = make_client(running.host, running.port, ssl_context=client_context)
-        assert (await by_address.connect()).result == ResponseStatus.DISCONNECTED
+        assert (await by_address.connect()).status == ResponseStatus.ERROR
 
 
 async def test_an_encoded_put_request_is_sent_as_it_is(make_client: Any) -> None:
     # What a spool keeps: the request bytes, sent later without building records again.
     from tstorage_client.payload_type import StructPayloadType
-    from tstorage_client.protocol._codec import codec_for
     from tstorage_client.protocol.client import encode_put
+    from tstorage_client.protocol.codecs import codec_for
 
     records = _records(7)
     request = b"".join(encode_put(codec_for(StructPayloadType("<d")), records))

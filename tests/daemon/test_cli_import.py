@@ -22,7 +22,9 @@ def tstoraged(*args: str) -> subprocess.CompletedProcess[str]:
 
 def stored(port: int) -> list:
     with Channel("127.0.0.1", port, BytesPayloadType()) as channel:
-        return list(channel.get_iter(Key.min(), Key.max()))
+        items = list(channel.get_iter(Key.min(), Key.max()))
+    assert items[-1].is_ok()  # get_iter ends with its final response
+    return items[:-1]
 
 
 @pytest.fixture
@@ -83,6 +85,38 @@ def test_running_an_import_again_does_not_import_twice(server, tmp_path) -> None
     assert again.returncode == 0
     assert "0 records read" in again.stdout
     assert len(stored(server.port)) == 1000
+
+
+def test_an_imported_file_is_skipped_with_the_reason_and_force_imports_it_again(
+    server, tmp_path
+) -> None:
+    cfg = config(tmp_path, server.port)
+    a = export(tmp_path / "a.csv", 0, 1000)
+    assert tstoraged("import", "-c", str(cfg), str(a)).returncode == 0
+    again = tstoraged("import", "-c", str(cfg), str(a))
+    assert again.returncode == 0
+    checkpoints = tmp_path / "state" / "sources" / "import-exports"
+    assert (
+        f"skipped {a}: already imported (1001 lines), as its checkpoint in {checkpoints} says; "
+        "--force imports it again"
+    ) in again.stdout
+    forced = tstoraged("import", "-c", str(cfg), "--force", str(a))
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "1000 records read, 1000 written" in forced.stdout
+    assert "skipped" not in forced.stdout
+    assert len(stored(server.port)) == 2000  # put assigns a new acq: the rows are there twice
+
+
+def test_a_grown_file_is_resumed_and_said_so(server, tmp_path) -> None:
+    cfg = config(tmp_path, server.port)
+    a = export(tmp_path / "a.csv", 0, 100)
+    assert tstoraged("import", "-c", str(cfg), str(a)).returncode == 0
+    with a.open("a") as grown:
+        grown.write("".join(f"{1_700_000_001_000 + i},1,20.5\n" for i in range(50)))
+    again = tstoraged("import", "-c", str(cfg), str(a))
+    assert again.returncode == 0
+    assert f"resumed {a} after line 101 (imported up to there before)" in again.stdout
+    assert "50 records read, 50 written" in again.stdout
 
 
 def test_rejected_lines_make_the_import_fail_and_are_dead_lettered(server, tmp_path) -> None:

@@ -229,7 +229,7 @@ def test_every_error_is_reported_at_once_with_its_key_path(tmp_path, plugins):
     assert error_lines(path, plugins) == [
         f"{path}: tstorage.port = 70000: expected less than or equal to 65535",
         f"{path}: tstorage.write_mode = 'append': expected 'put' or 'puta'",
-        f"{path}: batch.max_batch_size = 3221225472: expected less than 2147483648",
+        f"{path}: batch.max_batch_size = '3GiB': expected less than 2GiB",
         f"{path}: batch.flush_interval = '1 sec': expected a duration like '500ms', '30s', "
         "'5m', '1h' or a number of seconds",
         f"{path}: retry.give_up = 'soon': expected \"never\", a number of attempts (e.g. 5) "

@@ -13,7 +13,7 @@ import pytest
 
 from tstorage_client.channel import Channel
 from tstorage_client.payload_type import BytesPayloadType
-from tstorage_client.record import Key
+from tstorage_client.record import Key, Record
 from tstorage_server.testing import ServerProcess
 from tstoraged.testing import DaemonProcess, NotifySocket, wait_until
 
@@ -56,8 +56,11 @@ key = {{ cid = {cid}, mid = "{{meter}}", moid = "{{channel}}" }}
 def stored_per_cid(port: int) -> Counter[int]:
     with Channel("127.0.0.1", port, BytesPayloadType()) as channel:
         counts: Counter[int] = Counter()
-        for record in channel.get_iter(Key.min(), Key.max()):
-            counts[record.key.cid] += 1
+        for item in channel.get_iter(Key.min(), Key.max()):
+            if isinstance(item, Record):
+                counts[item.key.cid] += 1
+            else:  # the final response
+                assert item.is_ok(), item
         return counts
 
 

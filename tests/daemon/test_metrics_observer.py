@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from tstoraged import __version__
-from tstoraged.observe.metrics import MAX_REASONS, Metrics
+from tstoraged.observe.metrics import Metrics
 from tstoraged.observe.rates import MovingRate
+from tstoraged.observe.reasons import DEAD_LETTER_REASONS, REJECT_REASONS
 from tstoraged.pipeline.observer import PipelineObserver
 
 
@@ -51,38 +53,69 @@ def test_per_source_record_counters(metrics: Metrics) -> None:
     metrics.records_received("a", 5)
     metrics.records_received("b", 7)
     metrics.records_written("a", 12)
-    metrics.records_rejected("a", 2, "missing field ts")
-    metrics.records_dead_lettered("b", 1, "invalid key")
-    metrics.records_dropped("b", 3, "spool_full")
+    metrics.records_rejected("a", 2, "mapping_failed")
+    metrics.records_dead_lettered("b", 1, "invalid record: key.cid -1 is below 0")
+    metrics.records_dropped("b", 3, "spool full (drop_oldest)")
 
     assert sample(metrics, "tstoraged_records_received_total", source="a") == 15
     assert sample(metrics, "tstoraged_records_received_total", source="b") == 7
     assert sample(metrics, "tstoraged_records_written_total", source="a") == 12
-    assert (
-        sample(metrics, "tstoraged_records_rejected_total", source="a", reason="missing field ts")
-        == 2
-    )
-    assert (
-        sample(metrics, "tstoraged_records_dead_lettered_total", source="b", reason="invalid key")
-        == 1
-    )
+    rejected = "tstoraged_records_rejected_total"
+    assert sample(metrics, rejected, source="a", reason="mapping_failed") == 2
+    dead = "tstoraged_records_dead_lettered_total"
+    assert sample(metrics, dead, source="b", reason="invalid_record") == 1
+    # Rejected input is in the dead-letter file too, so it is counted there as well.
+    assert sample(metrics, dead, source="a", reason="mapping_failed") == 2
     assert sample(metrics, "tstoraged_records_dropped_total", source="b", reason="spool_full") == 3
+    assert metrics.snapshot()["sources"]["a"]["dead_lettered"] == 2
+    assert metrics.snapshot()["sources"]["a"]["errors"] == 2
 
 
-def test_unbounded_reasons_are_folded_into_other_and_nothing_is_lost(metrics: Metrics) -> None:
-    for i in range(MAX_REASONS + 10):
-        metrics.records_rejected("csv", 1, f"bad value in row {i}")
+@pytest.mark.parametrize(
+    ("reason", "label"),
+    [
+        ("line longer than max_line_bytes=65536", "line_too_long"),
+        ("undecodable bytes (utf-8) at column 17", "undecodable"),
+        ("undecodable bytes (utf-8) at column 3", "undecodable"),
+        ("expected 4 fields, got 3", "wrong_field_count"),
+        ("CSV: unexpected end of data", "parse_error"),
+        ("JSON: Expecting value: line 1 column 5 (char 4)", "parse_error"),
+        ("not a JSON object but list", "parse_error"),
+        ("no header line seen yet", "parse_error"),
+        ("mapping_failed", "mapping_failed"),
+        ("the meter said 42 was wrong", "invalid_input"),
+    ],
+)
+def test_reject_reasons_become_a_fixed_set_of_labels(
+    metrics: Metrics, reason: str, label: str
+) -> None:
+    metrics.records_rejected("csv", 1, reason)
+    assert sample(metrics, "tstoraged_records_rejected_total", source="csv", reason=label) == 1
+    assert sample(metrics, "tstoraged_records_dead_lettered_total", source="csv", reason=label) == 1
 
-    samples = [
-        s
-        for family in metrics.rejected.counter.collect()
-        for s in family.samples
-        if s.name.endswith("_total")
-    ]
-    reasons = {s.labels["reason"] for s in samples}
-    assert len(reasons) == MAX_REASONS + 1
-    assert "other" in reasons
-    assert sum(s.value for s in samples) == MAX_REASONS + 10
+
+def test_labels_never_carry_values_and_nothing_is_lost(metrics: Metrics) -> None:
+    for i in range(40):
+        metrics.records_rejected("csv", 1, f"undecodable bytes (utf-8) at column {i}")
+        metrics.records_rejected("csv", 1, f"bad value {i} in row {i}")
+        metrics.records_dead_lettered("csv", 1, f"gave up after {i} attempts: DISCONNECTED")
+        metrics.records_dead_lettered("csv", 1, f"refused by TStorage: ERROR (row {i})")
+        metrics.write_retried(f"OSError: [Errno 111] Connect call failed ('127.0.0.1', {2000 + i})")
+
+    def labels(counter: Any) -> dict[str, float]:
+        return {
+            s.labels["reason"]: s.value
+            for family in counter.collect()
+            for s in family.samples
+            if s.name.endswith("_total")
+        }
+
+    assert labels(metrics.rejected.counter) == {"undecodable": 40, "invalid_input": 40}
+    assert set(labels(metrics.rejected.counter)) <= set(REJECT_REASONS)
+    dead = labels(metrics.dead_lettered.counter)
+    assert dead == {"undecodable": 40, "invalid_input": 40, "gave_up": 40, "refused": 40}
+    assert set(dead) <= set(DEAD_LETTER_REASONS)
+    assert labels(metrics.retries_total) == {"connection_error": 40}
 
 
 def test_batches_latency_and_last_successful_write(metrics: Metrics, wall: FakeClock) -> None:
@@ -107,7 +140,7 @@ def test_retries_connection_queue_and_spool_gauges(metrics: Metrics) -> None:
     metrics.queue_depth(1234, 56789)
     metrics.spool_state(4096, 3, 42.5)
 
-    assert sample(metrics, "tstoraged_write_retries_total", reason="DISCONNECTED") == 2
+    assert sample(metrics, "tstoraged_write_retries_total", reason="disconnected") == 2
     assert sample(metrics, "tstoraged_tstorage_connected", target="db:2025") == 0
     assert sample(metrics, "tstoraged_tstorage_connected", target="db2:2025") == 1
     assert sample(metrics, "tstoraged_queue_records") == 1234
@@ -170,7 +203,7 @@ def test_snapshot_is_json_and_has_rates_errors_and_ages(
         metrics.records_written("line-3", 100)
         mono.now += 1
     mono.now -= 1  # stay inside the tenth second
-    metrics.records_rejected("line-3", 2, "missing field ts")
+    metrics.records_rejected("line-3", 2, "mapping_failed")
     metrics.batch_written(100, 2400, 0.01)
     metrics.connection_state("db:2025", True)
     metrics.queue_depth(5, 120)
@@ -181,7 +214,7 @@ def test_snapshot_is_json_and_has_rates_errors_and_ages(
     assert src["received"] == 2000
     assert src["written"] == 1000
     assert src["errors"] == 2
-    assert src["last_error"] == "missing field ts"
+    assert src["last_error"] == "mapping_failed"
     assert src["received_per_s"] == 200
     assert src["written_per_s"] == 100
     assert src["last_write"] == wall.now

@@ -177,3 +177,30 @@ def test_the_example_plugin_tests_pass_against_the_installed_wheels(
     )
     assert " passed" in output
     assert "failed" not in output
+
+
+def test_demo_runs_from_the_wheel(fresh_venv: tuple[Path, Path], tmp_path: Path) -> None:
+    python, _ = fresh_venv
+    output = run(python, "-m", "tstoraged.cli", "demo", cwd=tmp_path, env=clean_env())
+    assert "OK: all" in output
+    assert "records arrived" in output
+
+
+def test_the_wheel_ships_the_reference_config(
+    fresh_venv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    python, _ = fresh_venv
+    tstoraged = (python, "-m", "tstoraged.cli")  # installed with --target: no bin/ scripts
+    reference = run(*tstoraged, "sample-config", cwd=tmp_path, env=clean_env())
+    assert reference == (REPO / "config" / "tstoraged.toml").read_text()
+    (tmp_path / "t.toml").write_text(reference)
+    run(
+        *tstoraged,
+        "check",
+        "-q",
+        "--config-only",
+        "-c",
+        tmp_path / "t.toml",
+        cwd=tmp_path,
+        env=clean_env(),
+    )

@@ -130,7 +130,7 @@ async def test_drop_oldest_drops_whole_oldest_segments_and_reports_counts(tmp_pa
     assert (stats.dropped_batches, stats.dropped_records) == (dropped, 5 * dropped)
     assert stats.dropped_bytes == dropped * FRAME
     assert stats.bytes <= 6 * FRAME
-    assert next(e for e in logs if e["event"] == "spool.dropped_oldest")["records"] == 10
+    assert next(e for e in logs if e["event"] == "spool_dropped_oldest")["records"] == 10
     await spool.close()
 
 

@@ -183,3 +183,42 @@ def test_sysusers_file_creates_the_user_and_group(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert "Creating group 'tstoraged'" in output
     assert "Creating user 'tstoraged'" in output
+
+
+REFERENCE = SYSTEMD_DIR.parent / "config" / "tstoraged.toml"
+
+
+def comments(unit: Path) -> str:
+    return "\n".join(line for line in unit.read_text().splitlines() if line.startswith("#"))
+
+
+@pytest.mark.parametrize("unit", [SERVICE, TEMPLATE], ids=["service", "template"])
+def test_unit_comments_name_only_settings_that_exist(unit: Path) -> None:
+    import re
+
+    from tstoraged.config.model import Settings
+
+    mentioned = re.findall(r"\[([a-z_.]+)\] ([a-z_]+)", comments(unit))
+    assert mentioned, "the comments refer to settings as `[section] key`"
+    for section, key in mentioned:
+        model: object = Settings
+        for part in section.split("."):
+            model = model.model_fields[part].annotation  # type: ignore[attr-defined]
+        assert key in model.model_fields, f"[{section}] {key}"  # type: ignore[attr-defined]
+    credentials = re.findall(r"LoadCredential=([\w.-]+):", comments(unit))
+    assert credentials
+    for name in credentials:
+        # A credential the config can actually use, shown in the reference config.
+        assert f'credential = "{name}"' in REFERENCE.read_text(), name
+
+
+def test_the_reference_config_leaves_state_dir_to_systemd(tmp_path: Path) -> None:
+    from tstoraged.config import load_config
+
+    env = {
+        "STATE_DIRECTORY": str(tmp_path / "site-a"),
+        "TSTORAGED_LOAD_PLUGINS": "codecs,generator,files",
+    }
+    settings = load_config(REFERENCE, env=env)
+    assert settings.daemon.state_dir == tmp_path / "site-a"
+    assert settings.daemon.dead_letter.file == tmp_path / "site-a" / "dead-letter.jsonl"

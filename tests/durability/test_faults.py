@@ -20,6 +20,7 @@ import pytest
 from tstorage_client.channel import Channel
 from tstorage_client.payload_type import BytesPayloadType
 from tstorage_client.record import Key
+from tstorage_client.response import ResponseAcq
 from tstorage_server.testing import ServerProcess
 from tstoraged.testing import DaemonProcess, NotifySocket, wait_until
 
@@ -140,7 +141,10 @@ def stored(port: int) -> list[Key]:
     low = Key(CID, Key.min().mid, Key.min().moid, Key.min().cap, Key.min().acq)
     high = Key(CID + 1, Key.max().mid, Key.max().moid, Key.max().cap, Key.max().acq)
     with Channel("127.0.0.1", port, BytesPayloadType(), timeout=30) as channel:
-        return [record.key for record in channel.get_iter(low, high)]
+        *records, final = channel.get_iter(low, high)  # get_iter ends with its final response
+    assert isinstance(final, ResponseAcq)
+    assert final.is_ok(), final
+    return [record.key for record in records]
 
 
 def distinct_mids(port: int) -> int:

@@ -12,7 +12,7 @@ from tstorage_client.channel import Channel
 from tstorage_client.channel_async import AsyncChannel
 from tstorage_client.payload_type import BytesPayloadType, StructPayloadType
 from tstorage_client.record import Key, Record
-from tstorage_client.response import ResponseStatus
+from tstorage_client.response import ResponseAcq, ResponseStatus
 from tstorage_server.storage import sqlite as sqlite_storage
 from tstorage_server.testing import RunningServer, serve
 
@@ -34,9 +34,9 @@ def values(records) -> list[tuple[int, int, int, int, float]]:
 def test_channel_put_then_get_reads_back_with_the_assigned_acqs(server: RunningServer) -> None:
     with Channel(server.host, server.port, DOUBLE) as channel:
         put = channel.put(meter(1, 100) + meter(2, 50))
-        assert put.result == ResponseStatus.OK
+        assert put.status == ResponseStatus.OK
         got = channel.get(*ALL)
-        assert got.result == ResponseStatus.OK
+        assert got.status == ResponseStatus.OK
         assert values(got.data) == values(meter(1, 100) + meter(2, 50))
         assert sorted(r.key.acq for r in got.data) == list(range(put.acq_min, put.acq_max + 1))
         assert got.acq > put.acq_max
@@ -78,7 +78,7 @@ def test_channel_get_acq_and_incremental_reading_miss_nothing(server: RunningSer
                 [Record(Key(1, 1, 1, round_ * 10 + i), float(round_ * 10 + i)) for i in range(10)]
             )
             acq0 = channel.get_acq(*ALL)
-            assert acq0.result == ResponseStatus.OK
+            assert acq0.status == ResponseStatus.OK
             got = channel.get(Key(0, *Key.min()[1:4], last_acq0), Key(*Key.max()[:4], acq0.acq))
             seen += [r.value for r in got.data]
             last_acq0 = acq0.acq
@@ -91,11 +91,11 @@ def test_channel_get_stream_batches_fit_the_memory_limit(server: RunningServer) 
         assert channel.put(meter(1, 1000))
         batches: list[int] = []
         result = channel.get_stream(*ALL, lambda batch: batches.append(len(batch)))
-        assert result.result == ResponseStatus.OK
+        assert result.status == ResponseStatus.OK
         assert sum(batches) == 1000
         assert max(batches) <= 100
         # get() of the same range does not fit: NO_MEMORY; the server is fine after it.
-        assert channel.get(*ALL).result == ResponseStatus.NO_MEMORY
+        assert channel.get(*ALL).status == ResponseStatus.NO_MEMORY
         assert channel.connect()
         assert channel.get_acq(*ALL)
 
@@ -103,31 +103,32 @@ def test_channel_get_stream_batches_fit_the_memory_limit(server: RunningServer) 
 def test_channel_record_larger_than_the_memory_limit_is_no_memory(server: RunningServer) -> None:
     with Channel(server.host, server.port, BytesPayloadType(), memory_limit=1000) as channel:
         assert channel.put([Record(Key(1, 1, 1, 1), b"x" * 2000)])
-        assert channel.get_stream(*ALL, lambda batch: None).result == ResponseStatus.NO_MEMORY
+        assert channel.get_stream(*ALL, lambda batch: None).status == ResponseStatus.NO_MEMORY
 
 
 def test_channel_get_iter_streams_a_large_range(server: RunningServer) -> None:
     with Channel(server.host, server.port, DOUBLE, memory_limit=64 * 1024) as channel:
         assert channel.put(meter(1, 20_000) + meter(2, 20_000))
-        iterator = channel.get_iter(*ALL)
-        count = sum(1 for _ in iterator)
-        assert count == 40_000
-        assert iterator.response is not None
-        assert iterator.response.result == ResponseStatus.OK
+        items = list(channel.get_iter(*ALL))
+        assert sum(1 for item in items if isinstance(item, Record)) == 40_000
+        assert isinstance(items[-1], ResponseAcq)
+        assert items[-1].status == ResponseStatus.OK
 
 
 def test_channel_abandoned_get_iter_leaves_the_channel_usable(server: RunningServer) -> None:
     with Channel(server.host, server.port, DOUBLE) as channel:
         assert channel.put(meter(1, 50_000))
-        with channel.get_iter(*ALL) as iterator:
-            assert next(iter(iterator)).value == 0.0
-        assert channel.get_acq(*ALL).result == ResponseStatus.OK
+        for record in channel.get_iter(*ALL):
+            assert isinstance(record, Record)
+            assert record.value == 0.0
+            break
+        assert channel.get_acq(*ALL).status == ResponseStatus.OK
 
 
 def test_channel_refused_range_answers_bad_request(server: RunningServer) -> None:
     with Channel(server.host, server.port, DOUBLE) as channel:
         response = channel.get(Key(0, 0, 0, 0, 0), Key(0, 10, 10, 10, 10))
-        assert response.result == ResponseStatus.BAD_REQUEST
+        assert response.status == ResponseStatus.BAD_REQUEST
 
 
 def test_channel_large_put_streams_through_an_open_transaction(
@@ -166,9 +167,11 @@ async def test_async_channel_every_operation(server: RunningServer) -> None:
         assert await channel.get_stream(*ALL, collect)
         assert sum(batches) == 2001
         assert max(batches) <= 500
-        records = [r async for r in channel.get_iter(*ALL)]
+        items = [r async for r in channel.get_iter(*ALL)]
+        assert items[-1]
+        records = items[:-1]
         assert values(records) == [*values(meter(1, 2000)), (9, 9, 9, 9, 9.0)]
-        assert (await channel.get(*ALL)).result == ResponseStatus.NO_MEMORY
+        assert (await channel.get(*ALL)).status == ResponseStatus.NO_MEMORY
         # The channel closes after a failed request; a reconnect serves on.
         assert await channel.connect()
         small = await channel.get(Key(9, *Key.min()[1:]), Key(10, *Key.max()[1:]))
@@ -233,14 +236,14 @@ async def test_tls_async_channel_round_trip(
 
 def test_tls_server_refuses_a_plain_client(tls_server: RunningServer) -> None:
     with Channel(tls_server.host, tls_server.port, DOUBLE, timeout=10) as channel:
-        assert channel.get_acq(*ALL).result != ResponseStatus.OK
+        assert channel.get_acq(*ALL).status != ResponseStatus.OK
 
 
 def test_tls_client_distrusting_the_certificate_cannot_connect(tls_server: RunningServer) -> None:
     channel = Channel(
         tls_server.host, tls_server.port, DOUBLE, ssl_context=ssl.create_default_context()
     )
-    assert channel.connect().result == ResponseStatus.DISCONNECTED
+    assert channel.connect().status == ResponseStatus.ERROR
 
 
 def test_tls_from_the_command_line(certificate_authority: trustme.CA, tmp_path) -> None:

@@ -25,7 +25,7 @@ from itertools import accumulate, chain, islice, repeat, takewhile
 from operator import add, itemgetter
 from typing import Any, Protocol
 
-from tstorage_client.payload_type import PayloadType, StructPayloadType, TuplePayloadType
+from tstorage_client.payload_type import PayloadType
 from tstorage_client.protocol import wire
 from tstorage_client.record import Key, Record
 from tstorage_client.records_set import RecordsSet
@@ -37,7 +37,6 @@ __all__ = [
     "RecordCodec",
     "RecordsCodec",
     "UnparseableRecord",
-    "codec_for",
     "split_by_bytes",
     "split_by_count",
 ]
@@ -96,22 +95,17 @@ class RecordsCodec(Protocol):
         """
         ...
 
-    def join(self, pieces: list[Any]) -> RecordsSet[Any]:
-        """Concatenate decoded pieces into one records set."""
+    def join(self, pieces: list[Any]) -> Any:
+        """Concatenate decoded pieces into one records set (a batch)."""
+        ...
+
+    def get_data(self, batches: list[Any]) -> Any:
+        """``ResponseGet.data`` made of the batches of a whole get."""
         ...
 
     def iter_records(self, batch: RecordsSet[Any]) -> Iterable[Record[Any]]:
         """The records of a joined batch as Record objects."""
         ...
-
-
-def codec_for(payload_type: PayloadType[Any]) -> RecordsCodec:
-    """The codec for a payload type (payload types may bring their own, e.g. numpy)."""
-    make = getattr(payload_type, "make_codec", None)
-    if make is not None:
-        codec: RecordsCodec = make()
-        return codec
-    return RecordCodec(payload_type)
 
 
 def split_by_count(
@@ -166,13 +160,11 @@ def group_by_cid(cids: list[int]) -> tuple[list[int] | None, list[tuple[int, int
 
 def _inline_payload(payload_type: PayloadType[Any]) -> tuple[str, bool] | None:
     """(struct body, is_tuple) when the payload struct can be inlined into a '<' record struct."""
-    if type(payload_type) is StructPayloadType:
-        is_tuple = False
-    elif type(payload_type) is TuplePayloadType:
-        is_tuple = True
-    else:
+    inline = payload_type._inline_struct()
+    if inline is None:
         return None
-    fmt: str = payload_type.struct.format
+    payload_struct, is_tuple = inline
+    fmt: str = payload_struct.format
     body = fmt[1:] if fmt[:1] in "<>!=@" else fmt
     prefix = fmt[:1] if fmt[:1] in "<>!=@" else "@"
     if prefix in ">!":
@@ -182,7 +174,7 @@ def _inline_payload(payload_type: PayloadType[Any]) -> tuple[str, bool] | None:
     except struct.error:  # native-only codes such as 'P' or 'n'
         return None
     # A native format equals the little-endian one only without padding and on a LE machine.
-    if prefix in "@=" and (sys.byteorder != "little" or standard != payload_type.struct.size):
+    if prefix in "@=" and (sys.byteorder != "little" or standard != payload_struct.size):
         return None
     return body, is_tuple
 
@@ -339,6 +331,13 @@ class RecordCodec:
             joined: list[Record[Any]] = pieces[0]
             return joined
         return list(chain.from_iterable(pieces))
+
+    def get_data(self, batches: list[Any]) -> list[Record[Any]]:
+        """One list of all records."""
+        if len(batches) == 1:
+            data: list[Record[Any]] = batches[0]
+            return data
+        return list(chain.from_iterable(batches))
 
     def iter_records(self, batch: RecordsSet[Any]) -> Iterable[Record[Any]]:
         """A batch of this codec already is a list of records."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final, NamedTuple
@@ -50,8 +51,8 @@ __all__ = [
 DEFAULT_MAX_BATCH_SIZE: Final = 1 << 20
 """Default upper bound (bytes) of one per-cid batch of a put."""
 
-DEFAULT_MEMORY_LIMIT: Final = 1 << 30
-"""Default upper bound (wire bytes of records) of what one GET may hold."""
+DEFAULT_MEMORY_LIMIT: Final = None
+"""Default upper bound (wire bytes of records) of what one GET may hold: None, no limit."""
 
 _MIN_RECORD = wire.KEY_SIZE
 _MAX_RECORD = wire.KEY_SIZE + wire.MAX_PAYLOAD
@@ -274,12 +275,13 @@ class GetResponseParser(_ResponseParser):
     def __init__(
         self,
         codec: RecordsCodec,
-        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         batch_per_read: bool = True,
     ) -> None:
         super().__init__()
         self.codec = codec
         self.memory_limit = memory_limit
+        self._limit = sys.maxsize if memory_limit is None else memory_limit
         # False: batches only fill up to memory_limit (get() keeps all, so it wants one).
         self.batch_per_read = batch_per_read
         self.discard = False
@@ -327,9 +329,14 @@ class GetResponseParser(_ResponseParser):
         return final
 
     def _fail(self, status: ResponseStatus) -> ResponseAcq:
-        self._pieces.clear()
         final = self._final = ResponseAcq(status)
         return final
+
+    def take_partial(self) -> RecordsSet[Any] | None:
+        """After a failure: the records decoded but not handed out in a batch, if any."""
+        if not self._pieces:
+            return None
+        return self._take_batch().records
 
     def _take_batch(self) -> RecordsBatch:
         batch = RecordsBatch(self.codec.join(self._pieces), self._batch_bytes)
@@ -340,7 +347,7 @@ class GetResponseParser(_ResponseParser):
     def _parse_records(self) -> NeedData | RecordsBatch | ResponseAcq | None:
         """Decode what is buffered; None when the terminator was reached and nothing is pending."""
         queue = self._queue
-        limit = self.memory_limit
+        limit = self._limit
         unpack_n = wire.INT32.unpack_from
         # Building millions of tuples would trigger the cyclic GC over and over although
         # none of them can form a cycle: pause it while decoding (2-3x faster).

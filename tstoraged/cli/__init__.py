@@ -10,13 +10,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tstoraged import __version__
 
-__all__ = ["SUBCOMMAND_MODULES", "Subcommand", "build_parser", "builtin_command_names", "main"]
+__all__ = [
+    "SUBCOMMAND_MODULES",
+    "Subcommand",
+    "build_parser",
+    "builtin_command_names",
+    "main",
+    "plain_text",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -44,6 +52,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "tstoraged.cli.deadletters_cmd",
     "tstoraged.cli.check",
     "tstoraged.cli.plugins_cmd",
+    "tstoraged.cli.sample_config_cmd",
 )
 """Modules defining ``COMMAND``; one line each, in the order ``--help`` lists them."""
 
@@ -77,11 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for command in [*_subcommands(), *_plugin_subcommands()]:
         sub = commands.add_parser(
-            command.name, help=command.help, description=command.description or command.help
+            command.name,
+            help=plain_text(command.help),
+            description=plain_text(command.description or command.help),
+            # Descriptions are docstrings: keep their paragraphs.
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.add_arguments(sub)
         sub.set_defaults(_run=command.run)
     return parser
+
+
+_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
+
+
+def plain_text(text: str) -> str:
+    """Docstring text for a terminal: reST/Markdown literals lose their backticks."""
+    return _LITERAL.sub(lambda match: match.group(1) or match.group(2), text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -166,7 +166,7 @@ async def _put_all(settings: Settings, entries: Iterable[DeadLetter]) -> tuple[l
                 put = channel.puta if with_acq else channel.put
                 response = await put(records)
                 if not response.is_ok():
-                    return delivered, f"TStorage answered {response.result.name}"
+                    return delivered, f"TStorage answered {response.status.name}"
                 delivered += [f for f, _ in part]
     return delivered, ""
 
@@ -216,7 +216,7 @@ def _run(args: argparse.Namespace) -> int:
 COMMAND = Subcommand(
     name="dead-letters",
     help="show dead-lettered records and inputs, or replay the records after a fix",
-    description=__doc__.split("\n\n")[0] if __doc__ else None,
+    description=__doc__,
     add_arguments=_add_arguments,
     run=_run,
 )

@@ -1,7 +1,8 @@
 """``tstoraged demo``: the embedded default, end to end, in one command.
 
-Starts a fresh in-memory ``tstorage-server``, runs the daemon on ``config/demo.toml`` (a
-generator and a drop directory of CSV exports), shows the records arriving, stops the daemon
+Starts a fresh in-memory ``tstorage-server``, runs the daemon on the demo config (a generator
+and a drop directory of CSV exports; ``config/demo.toml`` in the source tree, shipped in the
+package as ``tstoraged/reference/demo.toml``), shows the records arriving, stops the daemon
 gracefully, and reads records back from the server with the client library.
 """
 
@@ -20,21 +21,22 @@ from typing import Any
 
 from tstoraged.cli import EXIT_FAILURE, EXIT_OK, Subcommand
 
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference"
+"""The shipped configs (in the source tree a link to ``config/``)."""
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        default=REPO_CONFIG / "demo.toml",
-        help="demo config (default: config/demo.toml of the source tree)",
+        default=REFERENCE / "demo.toml",
+        help="demo config (default: the one shipped with tstoraged, config/demo.toml)",
     )
     parser.add_argument(
         "--data",
         type=Path,
-        default=REPO_CONFIG / "demo-data",
-        help="CSV exports dropped into the files source (default: config/demo-data)",
+        default=REFERENCE / "demo-data",
+        help="CSV exports dropped into the files source (default: the shipped demo data)",
     )
     parser.add_argument(
         "--dir", type=Path, help="keep state and drop directory here (default: a temp dir)"
@@ -51,6 +53,7 @@ def _prepare(config: dict[str, Any], work: Path, port: int) -> tuple[dict[str, A
     for source in config.get("sources", []):
         if source.get("type") == "files" and source.get("mode") == "drop":
             drop_dir = work / "drop"
+            drop_dir.mkdir(parents=True, exist_ok=True)  # the daemon does not create it
             source["directory"] = str(drop_dir)
     return config, drop_dir
 
@@ -131,10 +134,14 @@ def _read_back(port: int, config: dict[str, Any]) -> None:
             box_min = Key(cid, Key.min().mid, Key.min().moid, Key.min().cap, Key.min().acq)
             box_max = Key(cid + 1, Key.max().mid, Key.max().moid, Key.max().cap, Key.max().acq)
             count, first = 0, list[Record[bytes]]()
-            for record in channel.get_iter(box_min, box_max):
+            for item in channel.get_iter(box_min, box_max):
+                if not isinstance(item, Record):  # the final response
+                    if not item:
+                        print(f"\n  reading cid {cid} back failed: {item.status.name}")
+                    break
                 count += 1
                 if len(first) < 3:
-                    first.append(record)
+                    first.append(item)
             decode = TuplePayloadType(fmt)
             print(f"\n  {source['name']} (cid {cid}): {count} records in TStorage; the first 3:")
             for record in first:

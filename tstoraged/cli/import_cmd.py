@@ -1,15 +1,16 @@
-"""``tstoraged import FILE...``: ingest files once (backfill), with progress and a summary.
+"""tstoraged import FILE...: ingest files once (backfill), with progress and a summary.
 
-The files are read like a configured ``files`` source reads them — same format, CSV options
-and mapping, taken from the source named by ``--source`` (or the only ``files`` source of the
-config) — and written to the config's TStorage target. ``--format records`` reads the client's
-record CSV (``cid,mid,moid,cap,hexpayload``) and needs no source.
+The files are read like a configured files source reads them (same format, CSV options and
+mapping, taken from the source named by --source, or the only files source of the config)
+and written to the config's TStorage target. --format records reads the client's record CSV
+(cid,mid,moid,cap,hexpayload, with or without a header line) and needs no source.
 
-Positions are checkpointed under the state directory (``sources/import-<source>``), so an
-interrupted import run again resumes after the last acknowledged line and does not read
-completed files again. The import writes directly to TStorage (no spool) and does not open
-the metrics port, so it can run next to the daemon. Exit status: 0 when every line was
-delivered, 1 when a file failed, a line was rejected, or records could not be delivered.
+Positions are checkpointed under the state directory (sources/import-<source>), so an
+interrupted import run again resumes after the last acknowledged line, and a file imported to
+its end is skipped (and said so) unless --force is given. The import writes directly to
+TStorage (no spool) and does not open the metrics port, so it can run next to the daemon.
+Exit status: 0 when every line was delivered, 1 when a file failed, a line was rejected, or
+records could not be delivered.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="records: the client's record CSV (cid,mid,moid,cap,hexpayload); no source needed",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="import files again that an earlier import read to their end",
+    )
+    parser.add_argument(
         "--progress",
         choices=("auto", "always", "never"),
         default="auto",
@@ -76,7 +82,8 @@ def _template(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             f"name the files source to read like with --source (files sources: {names}), "
             "or use --format records"
         )
-    return source.model_dump(mode="json", exclude_unset=True)
+    # Python mode: secret and sensitive values stay values (a JSON dump masks them).
+    return source.model_dump(exclude_unset=True)
 
 
 def _import_settings(
@@ -92,6 +99,7 @@ def _import_settings(
     template.update(
         name=f"import-{template['name']}",
         mode="once",
+        ignore_checkpoints=args.force,
         # Glob characters in a file name must not turn it into a pattern.
         paths=[_escape_glob(str(f.resolve())) for f in args.files],
     )
@@ -157,6 +165,7 @@ async def _run_import(daemon: Daemon, show_progress: bool) -> tuple[int, Any]:
 def _run(args: argparse.Namespace) -> int:
     from tstoraged.observe.logging import configure_logging
     from tstoraged.runtime.app import Daemon
+    from tstoraged.runtime.startup import StartupError
 
     settings, plugins = load_settings(args)
     try:
@@ -168,7 +177,11 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging("warning", "console" if sys.stderr.isatty() else "json", stream=sys.stderr)
     daemon = Daemon(settings, plugins, once=True, configure_logs=False)
     started = time.monotonic()
-    code, state = asyncio.run(_run_import(daemon, show))
+    try:
+        code, state = asyncio.run(_run_import(daemon, show))
+    except StartupError as exc:
+        print(f"tstoraged import: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     elapsed = time.monotonic() - started
     source = settings.sources[0].name
     stats = daemon.metrics.snapshot()["sources"].get(source, {})
@@ -180,6 +193,17 @@ def _run(args: argparse.Namespace) -> int:
         f"({written / max(elapsed, 1e-9):,.0f} records/s)"
     )
     failed = False
+    checkpoints = settings.daemon.state_dir / "sources" / source
+    for path, reason in state.skipped if state is not None else []:
+        if reason == "empty":
+            print(f"skipped {path}: empty")
+        else:
+            print(
+                f"skipped {path}: {reason}, as its checkpoint in {checkpoints} says; "
+                "--force imports it again"
+            )
+    for path, line in state.resumed if state is not None else []:
+        print(f"resumed {path} after line {line} (imported up to there before)")
     if state is not None and state.rejected:
         failed = True
         print(f"{state.rejected} lines rejected (see `tstoraged dead-letters show`)")
@@ -196,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
 COMMAND = Subcommand(
     name="import",
     help="ingest files once (backfill) with a progress bar and a summary",
-    description=__doc__.split("\n\n")[0] if __doc__ else None,
+    description=__doc__,
     add_arguments=_add_arguments,
     run=_run,
 )

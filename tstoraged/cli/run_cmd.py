@@ -16,6 +16,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("debug", "info", "warning", "error", "critical"),
         help="override [log] level",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        help="override [log] format: json lines, console (readable; colours on a terminal "
+        "unless NO_COLOR is set), or auto (console on a terminal, else json)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -23,10 +29,10 @@ def _run(args: argparse.Namespace) -> int:
     from tstoraged.runtime.app import run
 
     settings, plugins = load_settings(args)
-    if args.log_level:
-        settings = settings.model_copy(
-            update={"log": settings.log.model_copy(update={"level": args.log_level})}
-        )
+    overrides = {"level": args.log_level, "format": args.log_format}
+    chosen = {key: value for key, value in overrides.items() if value is not None}
+    if chosen:
+        settings = settings.model_copy(update={"log": settings.log.model_copy(update=chosen)})
     return run(settings, plugins, config_path=config_path(args.config, os.environ))
 
 

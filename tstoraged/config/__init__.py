@@ -22,6 +22,7 @@ from tstoraged.config.model import (
 )
 from tstoraged.config.render import effective_config, render_config
 from tstoraged.config.secrets import Secret, SecretFileSiblings
+from tstoraged.config.sensitive import Sensitive, SensitiveStr
 from tstoraged.config.units import ByteSize, Duration
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "RetrySettings",
     "Secret",
     "SecretFileSiblings",
+    "Sensitive",
+    "SensitiveStr",
     "Settings",
     "SpoolSettings",
     "TLSSettings",

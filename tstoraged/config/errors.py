@@ -17,16 +17,34 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-__all__ = ["ConfigError", "ConfigProblem", "format_path", "problems_from_validation_error"]
+from tstoraged.config.sensitive import MASK as _MASK_TEXT
+from tstoraged.config.sensitive import field_is_sensitive, looks_secret, model_holds_secrets
+from tstoraged.config.units import (
+    format_byte_size,
+    format_duration,
+    parse_byte_size,
+    parse_duration,
+)
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "format_path",
+    "is_sensitive",
+    "mask_in",
+    "problems_from_validation_error",
+]
 
 KeyPath = tuple[str | int, ...]
 """A key path inside the config: ("sources", 1, "topics", 0)."""
 
 VALUE_REPR_LIMIT = 60
-MASK = "'**********'"
+MASK = repr(_MASK_TEXT)
+"""A masked value as shown in a problem line."""
 
 
 @dataclass(frozen=True)
@@ -133,15 +151,82 @@ def _annotation_at(model: type[BaseModel], path: Sequence[str | int]) -> Any:
     return current
 
 
-def _allowed_keys(model: type[BaseModel], parent: Sequence[str | int]) -> list[str]:
-    for candidate in _candidates(_annotation_at(model, parent)):
+def _model_at(model: type[BaseModel], path: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class of the table at ``path``, or None when it is not a model."""
+    for candidate in _candidates(_annotation_at(model, path) if path else model):
         if inspect.isclass(candidate) and issubclass(candidate, BaseModel):
-            return list(candidate.model_fields)
-    return []
+            return candidate
+    return None
 
 
-def _is_secret(model: type[BaseModel], path: Sequence[str | int]) -> bool:
-    return SecretStr in _candidates(_annotation_at(model, path))
+def _allowed_keys(model: type[BaseModel], parent: Sequence[str | int]) -> list[str]:
+    table = _model_at(model, parent)
+    return list(table.model_fields) if table is not None else []
+
+
+def _field_at(model: type[BaseModel], path: Sequence[str | int]) -> FieldInfo | None:
+    """The declaration of the key at ``path`` (None for list items and unknown keys)."""
+    if not path or not isinstance(path[-1], str):
+        return None
+    table = _model_at(model, path[:-1])
+    return table.model_fields.get(path[-1]) if table is not None else None
+
+
+def is_sensitive(model: type[BaseModel], path: Sequence[str | int]) -> bool:
+    """Whether the value at ``path`` must be masked (see :mod:`tstoraged.config.sensitive`)."""
+    for length in range(1, len(path) + 1):
+        key = path[length - 1]
+        if not isinstance(key, str):
+            continue
+        if looks_secret(key):
+            return True
+        table = _model_at(model, path[: length - 1])
+        if table is None:
+            continue
+        field = table.model_fields.get(key)
+        if field is None:
+            # An unknown key: a typo of a secret key, or any key beside secrets, is masked.
+            close = difflib.get_close_matches(key, list(table.model_fields), n=1)
+            if model_holds_secrets(table) or (
+                close and field_is_sensitive(table.model_fields[close[0]])
+            ):
+                return True
+        elif field_is_sensitive(field):
+            return True
+    return False
+
+
+_LIMITS = {
+    "greater_than": ("gt", "greater than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
+}
+
+
+def _unit_formatter(field: FieldInfo | None) -> Any:
+    """``format_byte_size`` for a ByteSize field, ``format_duration`` for a Duration."""
+    if field is None:
+        return None
+    for item in field.metadata:
+        func = getattr(item, "func", None)
+        if func is parse_byte_size:
+            return format_byte_size
+        if func is parse_duration:
+            return format_duration
+    return None
+
+
+def _limit_message(error: ErrorDetails, field: FieldInfo | None) -> str | None:
+    """A bound of a size or duration in the unit the operator writes: "less than 2GiB"."""
+    limit = _LIMITS.get(error["type"])
+    formatter = _unit_formatter(field)
+    if limit is None or formatter is None:
+        return None
+    bound = (error.get("ctx") or {}).get(limit[0])
+    if not isinstance(bound, int | float):
+        return None
+    return f"expected {limit[1]} {formatter(bound)}"
 
 
 def _unknown_key_message(model: type[BaseModel], path: KeyPath) -> str:
@@ -162,9 +247,28 @@ def _message(model: type[BaseModel], error: ErrorDetails, path: KeyPath) -> str:
         return _unknown_key_message(model, path)
     if kind == "missing":
         return "missing required key"
+    in_units = _limit_message(error, _field_at(model, path))
+    if in_units is not None:
+        return in_units
     message = error["msg"]
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return message.replace("Input should be ", "expected ", 1)
+
+
+_ABSENT = object()
+
+
+def _value_at(data: Any, path: Sequence[str | int]) -> Any:
+    """The value at ``path`` in the input as written, or ``_ABSENT``."""
+    current = data
+    for part in path:
+        in_table = isinstance(current, Mapping) and part in current
+        in_list = isinstance(current, list | tuple) and isinstance(part, int)
+        in_list = in_list and 0 <= int(part) < len(current)
+        if not (in_table or in_list):
+            return _ABSENT
+        current = current[part]
+    return current
 
 
 def _shown_value(message: str, value: Any, secret: bool) -> str | None:
@@ -175,6 +279,19 @@ def _shown_value(message: str, value: Any, secret: bool) -> str | None:
         return MASK
     shown = _truncated_repr(value)
     return None if shown in message else shown
+
+
+MIN_MASKED_IN_TEXT = 4
+"""Shorter secrets are masked where they are the value, not searched in message text."""
+
+
+def mask_in(text: str, value: Any) -> str:
+    """``text`` with the (string) ``value`` replaced by the mask: messages may quote it."""
+    if text == repr(value):
+        return MASK
+    if isinstance(value, str) and len(value) >= MIN_MASKED_IN_TEXT:
+        text = text.replace(repr(value), MASK).replace(value, _MASK_TEXT)
+    return text
 
 
 def _join(messages: list[str]) -> str:
@@ -225,9 +342,14 @@ def problems_from_validation_error(
     for detail, local in details:
         message = _message(model, detail, local)
         full = prefix + local
+        written = _value_at(data, local)
+        value = detail.get("input") if written is _ABSENT else written
+        secret = is_sensitive(model, local)
+        if secret:
+            message = mask_in(mask_in(message, value), detail.get("input"))
         if message not in merged.setdefault(full, []):
             merged[full].append(message)
-        values.setdefault(full, (detail.get("input"), _is_secret(model, local)))
+        values.setdefault(full, (value, secret))
     problems = []
     for path, messages in merged.items():
         value, secret = values[path]

@@ -11,18 +11,21 @@ import os
 import re
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import EnvSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
+from tstoraged.config import sensitive
 from tstoraged.config.errors import (
     ConfigError,
     ConfigProblem,
     KeyPath,
+    is_sensitive,
+    mask_in,
     problems_from_validation_error,
 )
 from tstoraged.config.model import (
@@ -32,6 +35,7 @@ from tstoraged.config.model import (
     Settings,
 )
 from tstoraged.config.secrets import FILE_SUFFIX
+from tstoraged.config.sensitive import field_is_sensitive, looks_secret
 from tstoraged.config.units import format_byte_size
 from tstoraged.mapping.compile import MappingConfigError, compile_mapping
 from tstoraged.plugins import LOAD_PLUGINS_ENV, PluginManager
@@ -102,9 +106,75 @@ def load_config(
     problems += source_problems
     if settings is not None:
         problems += _cross_section_problems(settings, origin_of)
+    # Whatever a message quotes (a plugin's exception text, a value pydantic repeats), no
+    # value of a secret-looking key is shown, and none is logged later by another way.
+    secrets = sorted(
+        set(_sensitive_strings(file_data, plugins)) | set(_sensitive_strings(env_data, plugins)),
+        key=len,
+        reverse=True,
+    )
+    sensitive.remember(secrets)
     if problems or settings is None:
-        raise ConfigError(problems)
+        raise ConfigError([_masked(problem, secrets) for problem in problems])
+    sensitive.remember(_settings_secrets(settings))
     return settings
+
+
+def _masked(problem: ConfigProblem, secrets: Sequence[str]) -> ConfigProblem:
+    message, value = problem.message, problem.value
+    for secret in secrets:
+        message = mask_in(message, secret)
+        value = mask_in(value, secret) if value is not None else None
+    if (message, value) == (problem.message, problem.value):
+        return problem
+    return ConfigProblem(problem.origin, problem.path, message, value)
+
+
+def _source_model(entry: Any, plugins: PluginManager) -> type[BaseModel]:
+    """The config model of a ``[[sources]]`` entry's type (the common base if unknown)."""
+    type_name = entry.get("type") if isinstance(entry, Mapping) else None
+    source_type = plugins.source_types.get(type_name) if isinstance(type_name, str) else None
+    return source_type.config_model if source_type is not None else SourceConfig
+
+
+def _sensitive_strings(data: Mapping[str, Any], plugins: PluginManager) -> Iterator[str]:
+    """Every string in the raw config data that sits at a sensitive key path."""
+    for key, value in data.items():
+        if key == "sources" and isinstance(value, list):
+            for entry in value:
+                if isinstance(entry, Mapping):
+                    yield from _strings_where(_source_model(entry, plugins), entry, ())
+        else:
+            yield from _strings_where(Settings, {key: value}, ())
+
+
+_SECRET_REFERENCES = frozenset({"file", "credential"})
+"""``{ file = "/path" }`` and ``{ credential = "name" }`` say where a secret is, not what."""
+
+
+def _strings_where(model: type[BaseModel], value: Any, path: KeyPath) -> Iterator[str]:
+    if isinstance(value, Mapping) and len(value) == 1 and set(value) <= _SECRET_REFERENCES:
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings_where(model, item, (*path, str(key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _strings_where(model, item, (*path, index))
+    elif isinstance(value, str) and value and is_sensitive(model, path):
+        yield value
+
+
+def _settings_secrets(model: BaseModel) -> Iterator[object]:
+    """The values of every Secret, Sensitive or secret-looking field of a loaded config."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        shown_as_text = value is not None and not isinstance(value, bool | int | float)
+        if shown_as_text and (field_is_sensitive(field) or looks_secret(name)):
+            yield value if isinstance(value, str | SecretStr) else str(value)
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, BaseModel):
+                yield from _settings_secrets(item)
 
 
 SPOOL_BATCHES = 4
@@ -248,6 +318,17 @@ def _known(names: Sequence[str]) -> str:
     return ", ".join(sorted(names)) or "none loaded"
 
 
+def _did_you_mean(name: object, known: Mapping[str, Any], plugins: PluginManager) -> str:
+    """``; did you mean 'files'?`` for a misspelt type or codec name, else ``""``.
+
+    Names of plugins that could not be loaded are candidates too (``mqt`` -> ``mqtt``).
+    """
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, [*known, *plugins.unavailable], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close and close[0] != name else ""
+
+
 def _missing_hint(plugins: PluginManager, name: str) -> str:
     """Point at unavailable plugins that may provide ``name``."""
     exact = plugins.unavailable_hint(name)
@@ -303,7 +384,10 @@ def _validate_source(
         return None, [ConfigProblem(origin_of(type_path), type_path, message)]
     source_type = plugins.source_types.get(type_name) if isinstance(type_name, str) else None
     if source_type is None:
-        message = f"unknown source type (known: {known}){_missing_hint(plugins, str(type_name))}"
+        message = (
+            f"unknown source type{_did_you_mean(type_name, plugins.source_types, plugins)} "
+            f"(known: {known}){_missing_hint(plugins, str(type_name))}"
+        )
         return None, [ConfigProblem(origin_of(type_path), type_path, message, repr(type_name))]
     model = source_type.config_model
     try:
@@ -335,8 +419,8 @@ def _validate_payload(
     if codec is None:
         path = (*prefix, "payload", "codec")
         message = (
-            f"unknown payload codec (known: {_known(list(plugins.codecs))})"
-            f"{_missing_hint(plugins, codec_name)}"
+            f"unknown payload codec{_did_you_mean(codec_name, plugins.codecs, plugins)} "
+            f"(known: {_known(list(plugins.codecs))}){_missing_hint(plugins, codec_name)}"
         )
         return [ConfigProblem(origin_of(path), path, message, repr(codec_name))]
     settings = {key: value for key, value in payload.items() if key != "codec"}

@@ -52,6 +52,12 @@ ENV_NESTED_DELIMITER = "__"
 MAX_BATCH_SIZE_LIMIT = 2**31
 
 
+LISTEN_EXPECTED = (
+    'expected "HOST:PORT": an address of this machine and a port 0-65535, e.g. '
+    '"127.0.0.1:9108" (this machine only), "0.0.0.0:9108" (every interface) or "[::1]:9108" '
+    "(IPv6); port 0 picks a free port"
+)
+
 GIVE_UP_EXPECTED = 'expected "never", a number of attempts (e.g. 5) or a duration (e.g. "1h")'
 
 
@@ -245,9 +251,18 @@ class MetricsSettings(Section):
     enabled: bool = Field(default=True)
     listen: str = Field(
         default="127.0.0.1:9108",
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s]*):\d{1,5}$",
         description='"host:port" (IPv6 as "[::1]:9108"); port 0 picks a free port.',
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535 or any(c.isspace() for c in host):
+            raise ValueError(LISTEN_EXPECTED)
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(f'an IPv6 address goes in brackets, e.g. "[::1]:{port}"')
+        return listen
 
 
 class DeadLetterSettings(Section):

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from tstoraged.config.model import Settings
+from tstoraged.config.sensitive import MASK, looks_secret
 
 __all__ = ["effective_config", "render_config", "to_toml"]
 
@@ -16,8 +17,26 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def effective_config(settings: Settings) -> dict[str, Any]:
-    """Settings as plain data: human units, secrets as ``**********``, sources with all keys."""
-    return settings.model_dump(mode="json")
+    """Settings as plain data: human units, secrets as ``**********``, sources with all keys.
+
+    Secret and Sensitive fields mask themselves; a plain string under a key whose name looks
+    secret (a plugin's ``api_token: str``) is masked too.
+    """
+    data: dict[str, Any] = _mask_secret_looking(settings.model_dump(mode="json"))
+    return data
+
+
+def _mask_secret_looking(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: MASK
+            if isinstance(item, str) and item and looks_secret(key)
+            else _mask_secret_looking(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_secret_looking(item) for item in value]
+    return value
 
 
 def render_config(settings: Settings, output_format: Literal["toml", "json"] = "toml") -> str:

@@ -86,7 +86,7 @@ def iso8601_to_unix_ns(value: Any, field: str) -> int:
     to nine digits kept exactly; digits beyond nanoseconds are dropped.
     """
     if isinstance(value, dt.datetime):
-        return Tstoragedatetime(value).to_unix_ns()
+        return Tstoragedatetime(_utc_if_naive(value)).to_unix_ns()
     if isinstance(value, bytes | bytearray):
         value = value.decode("ascii", "replace")
     if not isinstance(value, str):
@@ -102,7 +102,12 @@ def iso8601_to_unix_ns(value: Any, field: str) -> int:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
         raise field_error(field, value, "is not an ISO 8601 time") from None
-    return Tstoragedatetime(moment, nanos).to_unix_ns()
+    return Tstoragedatetime(_utc_if_naive(moment), nanos).to_unix_ns()
+
+
+def _utc_if_naive(moment: dt.datetime) -> dt.datetime:
+    # Tstoragedatetime takes a naive time as local time (as datetime.timestamp does).
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
 
 
 # The shape nearly every export writes: date, time to the second, optional fraction and offset.

@@ -164,7 +164,7 @@ class ObservabilityServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away; nothing to answer
         except Exception:
-            log.exception("metrics endpoint failed to answer a request")
+            log.exception("metrics_request_failed")
         finally:
             if task is not None:
                 self._handlers.discard(task)
@@ -183,7 +183,7 @@ class ObservabilityServer:
         except _BadRequest as bad:
             response = _Response(bad.status, f"{bad}\n".encode())
         except Exception:
-            log.exception("metrics endpoint failed to build a response")
+            log.exception("metrics_response_failed")
             response = _Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n")
         writer.write(_encode(response, head_only=method == "HEAD"))
         # A client that does not read its answer must not hold the handler forever either.

@@ -22,6 +22,7 @@ import structlog
 from pydantic import Secret, SecretBytes, SecretStr
 from structlog.typing import Processor
 
+from tstoraged.config import sensitive
 from tstoraged.observe.ratelimit import RateLimiter, RateLimitFilter, RateLimitProcessor
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "configure_logging",
     "parse_level",
     "redact_secrets",
+    "scrub_rendered",
 ]
 
 LogFormat = Literal["auto", "json", "console"]
@@ -44,26 +46,17 @@ LEVELS: dict[str, int] = {
     "critical": logging.CRITICAL,
 }
 
-MASK = "**********"
+MASK = sensitive.MASK
 """What a secret is rendered as (the same mask pydantic uses)."""
 
 _SECRET_TYPES = (SecretStr, SecretBytes, Secret)
 
-# Keys whose plain-string values are masked too: a safety net for a secret that was unwrapped
-# with get_secret_value() and then logged by mistake.
-_SENSITIVE_KEYS = frozenset(
-    {
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "api_key",
-        "apikey",
-        "authorization",
-        "credentials",
-        "private_key",
-    }
-)
+
+def _sensitive_item(key: object, value: object) -> bool:
+    """A plain value under a secret-looking key (``password=...``): a safety net for a secret
+    unwrapped with ``get_secret_value()`` and then logged by mistake."""
+    return isinstance(value, str | bytes) and value not in ("", b"") and sensitive.looks_secret(key)
+
 
 # The structlog chain is one list object mutated in place on reconfiguration: loggers bound
 # before a reload (e.g. a source's ``log``) keep a reference to it and follow the new setup.
@@ -92,13 +85,18 @@ def redact_secrets(
     for key, value in event_dict.items():
         if value is None:
             continue
-        if isinstance(key, str) and key.lower() in _SENSITIVE_KEYS and value != "":
+        if _sensitive_item(key, value):
             event_dict[key] = MASK
             continue
         masked = _mask(value, 3)
         if masked is not value:
             event_dict[key] = masked
     return event_dict
+
+
+def scrub_rendered(logger: Any, method_name: str, rendered: Any) -> Any:
+    """Final processor: every remembered secret value in the rendered line is masked."""
+    return sensitive.scrub(rendered) if isinstance(rendered, str) else rendered
 
 
 def _mask(value: object, depth: int) -> object:
@@ -109,10 +107,7 @@ def _mask(value: object, depth: int) -> object:
         return value
     if isinstance(value, dict):
         items = {
-            k: MASK
-            if isinstance(k, str) and k.lower() in _SENSITIVE_KEYS and v not in (None, "")
-            else _mask(v, depth - 1)
-            for k, v in value.items()
+            k: MASK if _sensitive_item(k, v) else _mask(v, depth - 1) for k, v in value.items()
         }
         changed = any(items[k] is not v for k, v in value.items())
         return items if changed else value
@@ -184,7 +179,8 @@ def configure_logging(
     """Configure structlog and the stdlib root logger; safe to call again on reload.
 
     ``fmt="auto"`` renders for humans when ``stream`` (default: ``sys.stdout``) is a terminal
-    and JSON lines otherwise. When the stream is systemd's journal stream, each line starts
+    and JSON lines otherwise; the console rendering has colours on a terminal unless
+    ``$NO_COLOR`` is set. When the stream is systemd's journal stream, each line starts
     with its syslog priority (``<4>{...}``), which journald turns into the entry's priority.
 
     Warnings and errors that repeat (same event, level, logger and ``source``/``target``/
@@ -205,13 +201,17 @@ def configure_logging(
         # dict_tracebacks it does not dump local variables (which may hold secrets).
         final += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        # Rich tracebacks, but without local variables: they may hold secrets.
+        # Rich tracebacks, but without local variables: they may hold secrets. Colours only on
+        # a terminal, and not when NO_COLOR is set to anything (https://no-color.org).
         final.append(
             structlog.dev.ConsoleRenderer(
-                colors=tty,
+                colors=tty and not os.environ.get("NO_COLOR"),
                 exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
             )
         )
+    # Last: the config's secret values, wherever they ended up in the line (an exception
+    # message, a library's own log text), are masked in what is written.
+    final.append(scrub_rendered)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             *_shared_processors(),

@@ -28,17 +28,13 @@ from prometheus_client import (
 from tstoraged import __version__
 from tstoraged.observe.humanize import human_bytes, human_count
 from tstoraged.observe.rates import MovingRate
+from tstoraged.observe.reasons import dead_letter_reason, drop_reason, reject_reason, retry_reason
 from tstoraged.observe.source_metrics import PluginMetricFamilies, SourceMetrics
 
-__all__ = ["MAX_REASONS", "RUNNING", "Metrics", "SourceStats"]
+__all__ = ["RUNNING", "Metrics", "SourceStats"]
 
-MAX_REASONS = 16
-"""Distinct ``reason`` label values kept per metric; further reasons are counted as "other".
-
-Reasons come from the pipeline and plugins; bounding them keeps a misbehaving plugin that
-puts record contents into its reasons from creating unbounded time series.
-"""
-_REASON_MAX_LEN = 64
+_CACHED_REASONS = 4096
+"""Reason texts whose counter child is cached; others are mapped to their label each time."""
 RUNNING = "running"
 """The source state for which ``tstoraged_source_up`` is 1."""
 
@@ -47,13 +43,17 @@ _PUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 
 
 class _ReasonCounter:
-    """A ``{source, reason}`` counter whose children are cached and whose reasons are bounded."""
+    """A ``{source, reason}`` counter whose children are cached; reasons become fixed labels.
 
-    def __init__(self, counter: Counter) -> None:
+    ``label_of`` maps a reason's text to one of a fixed set (:mod:`.reasons`), so the number
+    of series stays bounded whatever the reasons say.
+    """
+
+    def __init__(self, counter: Counter, label_of: Callable[[str], str]) -> None:
         self.counter = counter
+        self.label_of = label_of
         self._children: dict[tuple[str, str], Any] = {}
         self._labels: set[tuple[str, str]] = set()
-        self._reasons: set[str] = set()
 
     def inc(self, source: str, reason: str, count: int) -> None:
         child = self._children.get((source, reason))
@@ -62,13 +62,11 @@ class _ReasonCounter:
         child.inc(count)
 
     def _bind(self, source: str, reason: str) -> Any:
-        label = reason[:_REASON_MAX_LEN]
-        if label not in self._reasons:
-            if len(self._reasons) >= MAX_REASONS:
-                label = "other"
-            self._reasons.add(label)
+        label = self.label_of(reason)
         child = self.counter.labels(source=source, reason=label)
-        self._children[(source, reason)] = child
+        # Reasons may carry values (a key, a column): the cache of texts stays bounded.
+        if len(self._children) < _CACHED_REASONS:
+            self._children[(source, reason)] = child
         self._labels.add((source, label))
         return child
 
@@ -151,7 +149,8 @@ class SourceStats:
             "restarts": self.restarts,
             "failing": self.failing,
             "restart_at": self.restart_at,
-            "errors": self.rejected + self.dead_lettered + self.dropped + self.failures,
+            # Rejected input is dead-lettered too: counted once.
+            "errors": self.dead_lettered + self.dropped + self.failures,
             "received_per_s": round(self.in_rate.rate(), 3),
             "written_per_s": round(self.out_rate.rate(), 3),
             "last_write": self.last_write,
@@ -216,15 +215,18 @@ class Metrics:
                 "Source input that could not be parsed or mapped (dead-lettered).",
                 by_reason,
                 registry=r,
-            )
+            ),
+            reject_reason,
         )
         self.dead_lettered = _ReasonCounter(
             Counter(
                 "tstoraged_records_dead_lettered",
-                "Records refused by TStorage or invalid, written to the dead-letter file.",
+                "Entries written to the dead-letter file: rejected input, and records refused "
+                "by TStorage, invalid, or given up on.",
                 by_reason,
                 registry=r,
-            )
+            ),
+            dead_letter_reason,
         )
         self.dropped = _ReasonCounter(
             Counter(
@@ -232,7 +234,8 @@ class Metrics:
                 "Records dropped on purpose (e.g. spool overflow with drop_oldest).",
                 by_reason,
                 registry=r,
-            )
+            ),
+            drop_reason,
         )
         self.source_up = Gauge(
             "tstoraged_source_up", "1 while the source is running, else 0.", by_source, registry=r
@@ -395,11 +398,17 @@ class Metrics:
         stats.last_write = self.wall_clock()
 
     def records_rejected(self, source: str, count: int, reason: str) -> None:
-        """Input of a source was malformed or unmappable and was dead-lettered."""
+        """Input of a source was malformed or unmappable and was dead-lettered.
+
+        Counted as rejected *and* as dead-lettered: the dead-letter counters and ``/status``
+        ``dead_lettered`` agree with the lines in the dead-letter file.
+        """
         stats = self._sources.get(source) or self._source(source)
         stats.rejected += count
+        stats.dead_lettered += count
         self._note_error(stats, reason)
         self.rejected.inc(source, reason, count)
+        self.dead_lettered.inc(source, reject_reason(reason), count)
 
     def records_dead_lettered(self, source: str, count: int, reason: str) -> None:
         """Records were refused by TStorage or invalid, and went to the dead-letter file."""
@@ -434,8 +443,9 @@ class Metrics:
         self.retries += 1
         child = self._retry_children.get(reason)
         if child is None:
-            label = reason[:_REASON_MAX_LEN] if len(self._retry_children) < MAX_REASONS else "other"
-            child = self._retry_children[reason] = self.retries_total.labels(reason=label)
+            child = self.retries_total.labels(reason=retry_reason(reason))
+            if len(self._retry_children) < _CACHED_REASONS:  # texts may carry addresses
+                self._retry_children[reason] = child
         child.inc()
 
     def connection_state(self, target: str, connected: bool) -> None:

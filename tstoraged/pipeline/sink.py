@@ -70,14 +70,14 @@ class ChannelSink:
             response = await channel.puta(records)
         else:
             response = await channel.put(records)
-        return ResponseStatus(response.result)
+        return response.status
 
     async def write_encoded(self, request: bytes) -> ResponseStatus:
         """Connect if needed, then send the encoded request as it is."""
         if not await self._connected():
             return ResponseStatus.DISCONNECTED
         response = await self._channel.put_encoded(request)
-        return ResponseStatus(response.result)
+        return response.status
 
     async def _connected(self) -> bool:
         channel = self._channel

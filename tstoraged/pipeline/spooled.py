@@ -32,8 +32,8 @@ import structlog
 
 from tstorage_client.payload_type import BytesPayloadType
 from tstorage_client.protocol import server as wire_out
-from tstorage_client.protocol._codec import codec_for
 from tstorage_client.protocol.client import GetResponseParser, NeedData, RecordsBatch
+from tstorage_client.protocol.codecs import codec_for
 from tstorage_client.record import Record
 from tstoraged.pipeline.batch import Batch
 from tstoraged.pipeline.deadletter import DeadLetterFile
@@ -138,7 +138,7 @@ def decode_batch(payload: bytes) -> list[Record[bytes]]:
         elif event.is_ok():
             return records
         else:
-            raise ValueError(f"spooled batch does not parse: {event.result.name}")
+            raise ValueError(f"spooled batch does not parse: {event.status.name}")
 
 
 class SpoolStage:
@@ -291,7 +291,7 @@ class SpoolStage:
                 except ValueError as exc:
                     # The frame's checksum was fine, so this is not disk damage but a bug or a
                     # foreign file: keep the bytes in the dead-letter file and go on.
-                    log.error("spool_batch_undecodable", seq=entry.seq, error=str(exc))
+                    log.error("spool_batch_decode_failed", seq=entry.seq, error=str(exc))
                     self._dead_letters.write_raw(
                         "spool", entry.payload, f"undecodable spooled batch: {exc}", origin=None
                     )

@@ -9,8 +9,8 @@ Both directions use the protocol core: the client's encoder and the server's req
 from __future__ import annotations
 
 from tstorage_client.payload_type import BytesPayloadType
-from tstorage_client.protocol._codec import codec_for
 from tstorage_client.protocol.client import encode_put
+from tstorage_client.protocol.codecs import codec_for
 from tstorage_client.protocol.server import (
     NeedData,
     ProtocolError,

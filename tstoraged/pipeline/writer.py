@@ -249,7 +249,7 @@ class Writer:
             batch.materialize()
         except ValueError as exc:
             # A bug, not disk damage (the spool checks every frame): keep the bytes, go on.
-            log.error("encoded_batch_undecodable", batch=batch.seq, error=str(exc))
+            log.error("encoded_batch_decode_failed", batch=batch.seq, error=str(exc))
             self._dead_letters.write_raw("spool", batch.encoded, str(exc), origin=None)
             for source, count in batch.source_counts().items():
                 self._observer.records_dead_lettered(source, count, "undecodable batch")
@@ -303,7 +303,7 @@ class Writer:
         reason = str(outcome.exception()) if outcome is not None else "unknown"
         self._observer.write_retried(reason)
         log.warning(
-            "write_retry",
+            "write_retried",
             target=self._target.address,
             attempt=retry_state.attempt_number,
             wait_s=round(retry_state.upcoming_sleep, 3),

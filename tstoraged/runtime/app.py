@@ -44,8 +44,15 @@ from tstoraged.runtime import wiring
 from tstoraged.runtime.context import CoreSourceContext, source_state_dir
 from tstoraged.runtime.reload import changed_settings, unreloadable
 from tstoraged.runtime.sdnotify import SystemdNotifier, status_loop, watchdog_loop
+from tstoraged.runtime.startup import (
+    EXIT_STARTUP_FAILED,
+    StartupError,
+    listen_failure,
+    prepare_directories,
+)
 from tstoraged.runtime.supervisor import SourceSupervisor
 from tstoraged.source import Source, SourceConfig
+from tstoraged.spool import SpoolError
 
 __all__ = ["Daemon", "DaemonResult", "run"]
 
@@ -121,9 +128,21 @@ class Daemon:
         if self.configure_logs:
             configure_logging(settings.log.level, settings.log.format)
         state_dir = settings.daemon.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        # Everything that can refuse to start is tried before the pipeline and the sources
+        # run (a StartupError names the setting); nothing has been read yet then.
+        prepare_directories(settings)
         dead_letter_file = settings.daemon.dead_letter.file or state_dir / "dead-letter.jsonl"
         self.dead_letters = DeadLetterFile(dead_letter_file, settings.daemon.dead_letter.max_size)
+        try:
+            await self._start_http(settings)
+        except OSError as exc:
+            raise listen_failure(settings.metrics.listen, exc) from None
+        try:
+            stage = await self._build_stage(settings)
+        except BaseException:
+            if self.http is not None:
+                await self.http.stop()
+            raise
         self.pipeline = Pipeline(
             target=wiring.target_settings(settings),
             batch=wiring.batch_settings(settings),
@@ -131,13 +150,12 @@ class Daemon:
             retry=wiring.retry_settings(settings),
             dead_letters=self.dead_letters,
             observer=self.metrics,
-            stage=await self._build_stage(settings),
+            stage=stage,
         )
         self._pipeline_task = self.pipeline.start()
         self.supervisor = SourceSupervisor(self._make_source, self.metrics)
         background: list[asyncio.Task[None]] = []
         try:
-            await self._start_http(settings)
             self.supervisor.start(settings.enabled_sources)
             log.info(
                 "daemon_started",
@@ -329,6 +347,15 @@ class Daemon:
                 else None
             ),
         )
+        for finding in config.check_environment():
+            # What `tstoraged check` would say about this source (a glob matching nothing).
+            report = context.log.error if finding.severity == "error" else context.log.warning
+            report(
+                "environment_problem_found",
+                setting=finding.setting,
+                value=finding.value,
+                problem=finding.message,
+            )
         source = source_type.source_class(config, context)
         self.sources[config.name] = source
         return source
@@ -337,10 +364,9 @@ class Daemon:
         if not settings.metrics.enabled:
             return
         host, port = parse_listen(settings.metrics.listen)
-        self.http = ObservabilityServer(
-            self.metrics, host=host, port=port, readiness=self.readiness
-        )
-        await self.http.start()
+        http = ObservabilityServer(self.metrics, host=host, port=port, readiness=self.readiness)
+        await http.start()
+        self.http = http
 
     def readiness(self) -> Readiness:
         """Whether the daemon takes data; not ready names the first reason found.
@@ -371,7 +397,23 @@ class Daemon:
             return None
         assert self.dead_letters is not None
         directory = spool.dir or settings.daemon.state_dir / "spool"
-        self._spool_stage = await SpoolStage.open(
+        try:
+            self._spool_stage = await self._open_spool(settings, directory)
+        except SpoolError as exc:
+            cause = str(exc)
+            if "in use" in cause:
+                cause = "in use by another tstoraged process; each daemon needs its own spool.dir"
+            raise StartupError("spool.dir", directory, cause) from None
+        except OSError as exc:
+            raise StartupError(
+                "spool.dir", directory, f"cannot open: {exc.strerror or exc}"
+            ) from None
+        return self._spool_stage
+
+    async def _open_spool(self, settings: Settings, directory: Path) -> SpoolStage:
+        spool = settings.spool
+        assert self.dead_letters is not None
+        return await SpoolStage.open(
             directory,
             write_mode=settings.tstorage.write_mode,
             dead_letters=self.dead_letters,
@@ -382,7 +424,6 @@ class Daemon:
             overflow=spool.overflow,
             min_free_space=spool.min_free_space,
         )
-        return self._spool_stage
 
     async def _close_stage(self) -> None:
         """Close the stage's resources after the drain."""
@@ -416,6 +457,10 @@ def run(
         loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
         try:
             result = await daemon.run()
+        except StartupError as exc:
+            # One line naming the setting and the cause; no traceback for an operator error.
+            log.critical("daemon_start_failed", error=str(exc), setting=exc.setting)
+            return EXIT_STARTUP_FAILED
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(Exception):

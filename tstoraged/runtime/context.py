@@ -10,6 +10,7 @@ import structlog
 
 from tstorage_client.record import Record
 from tstoraged.mapping.compile import CompiledMapping
+from tstoraged.observe.reasons import MAPPING_FAILED, reject_reason
 from tstoraged.pipeline.deadletter import DeadLetterFile
 from tstoraged.pipeline.observer import PipelineObserver
 from tstoraged.pipeline.pipeline import Emit
@@ -83,7 +84,7 @@ class CoreSourceContext(SourceContext):
         try:
             return self._map_one(fields, received_ns)
         except _MAPPING_FAILURES as exc:
-            self.reject(fields if raw is None else raw, str(exc), origin=origin)
+            self._dead_letter(fields if raw is None else raw, str(exc), origin, MAPPING_FAILED)
             return None
 
     def map_many(
@@ -96,14 +97,18 @@ class CoreSourceContext(SourceContext):
         records, failures = self._mapping.map_many(rows)
         for index, reason in failures:
             raw = raw_of(index) if raw_of is not None else rows[index]
-            self.reject(raw, reason, origin=origin_of(index))
+            self._dead_letter(raw, reason, origin_of(index), MAPPING_FAILED)
         return records
 
     def reject(self, raw: object, reason: str, *, origin: str) -> None:
+        self._dead_letter(raw, reason, origin, reject_reason(reason))
+
+    def _dead_letter(self, raw: object, reason: str, origin: str, label: str) -> None:
         self._dead_letters.write_raw(self.name, _jsonable(raw), reason, origin=origin)
-        self._observer.records_rejected(self.name, 1, _reason_class(reason))
+        # The observer is told the fixed label (its metrics); the file and the log keep it all.
+        self._observer.records_rejected(self.name, 1, label)
         # Repeats of the same reason are rate-limited by the logging setup.
-        self.log.warning("input_rejected", origin=origin, reason=reason)
+        self.log.warning("input_rejected", origin=origin, reason=reason, kind=label)
 
     async def emit(
         self,
@@ -145,9 +150,3 @@ def _jsonable(raw: object) -> object:
             for k, v in raw.items()
         }
     return raw
-
-
-def _reason_class(reason: str) -> str:
-    """A bounded label for metrics: the reason up to its first value-specific part."""
-    head = reason.split(":", 1)[0].strip()
-    return head[:60] if head else "rejected"

@@ -21,15 +21,16 @@ Typical use by the daemon::
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import time
 from collections.abc import Callable, MutableMapping
 
+import structlog
+
 __all__ = ["SystemdNotifier", "status_loop", "watchdog_loop"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("tstoraged.sdnotify")
 
 
 class SystemdNotifier:
@@ -60,7 +61,7 @@ class SystemdNotifier:
         try:
             self._socket.sendto(message, self.address)
         except OSError as error:
-            log.warning("sd_notify failed", exc_info=error)
+            log.warning("sd_notify_failed", error=str(error))
             return False
         return True
 
@@ -116,7 +117,7 @@ def _parse_address(value: str | None) -> str | bytes | None:
     if value.startswith("/"):
         return value
     # vsock: and other transports of newer systemd are not supported: behave as unmanaged.
-    log.warning("unsupported NOTIFY_SOCKET %r; not notifying systemd", value)
+    log.warning("sd_notify_socket_unsupported", notify_socket=value, notifying=False)
     return None
 
 

@@ -220,7 +220,7 @@ class SourceSupervisor:
         done, pending = await asyncio.wait(tasks, timeout=timeout)
         stuck = sorted(tasks[task] for task in pending)
         if stuck:
-            log.error("sources_did_not_stop", sources=stuck, timeout=timeout)
+            log.error("sources_not_stopped", sources=stuck, timeout=timeout)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 log.error("source_stop_failed", source=tasks[task], error=repr(task.exception()))

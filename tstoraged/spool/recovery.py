@@ -53,7 +53,7 @@ def read_cursor(directory: str) -> Cursor:
     except FileNotFoundError:
         return Cursor(0, 1)
     except (OSError, FrameError) as exc:
-        log.warning("spool.cursor_unreadable", path=path, error=str(exc))
+        log.warning("spool_cursor_read_failed", path=path, error=str(exc))
         return Cursor(0, 1)
 
 
@@ -78,7 +78,7 @@ def recover(directory: str, disk: DiskIO, quarantine: Quarantine) -> Recovered:
             os.unlink(path)
         elif SEGMENT_SUFFIX in name:
             # Looks like ours but is not a segment (renamed by hand?): say so, leave it alone.
-            log.warning("spool.foreign_file_ignored", path=path)
+            log.warning("spool_foreign_file_ignored", path=path)
         # Anything else (cursor, lock, quarantine/, files the application keeps next to the
         # spool) is none of recovery's business.
     candidates.sort()
@@ -117,7 +117,7 @@ def _recover_segment(
         tail = bad.pop()
         _truncate(path, tail.start, disk)
         result.torn_tails_cut += 1
-        log.warning("spool.torn_tail_cut", segment=path, offset=tail.start, bytes=size - tail.start)
+        log.warning("spool_torn_tail_cut", segment=path, offset=tail.start, bytes=size - tail.start)
         items = [i for i in items if isinstance(i, GoodFrame)]
     if bad:
         reason = "; ".join(f"bytes {b.start}..{b.end}: {b.reason}" for b in bad)
@@ -189,7 +189,7 @@ def _salvage(
     disk.fsync_dir(os.path.dirname(path))
     result.quarantined.append(entry)
     log.error(
-        "spool.segment_quarantined",
+        "spool_segment_quarantined",
         segment=path,
         quarantined_as=entry.file,
         reason=reason,

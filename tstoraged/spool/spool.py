@@ -201,7 +201,7 @@ class Spool:
         if fsync == "interval":
             spool._tasks.append(asyncio.create_task(spool._flush_loop(), name="spool-fsync"))
         log.info(
-            "spool.opened",
+            "spool_opened",
             directory=path,
             batches=sum(s.uncommitted(spool._committed) for s in recovered.segments),
             bytes=spool._disk_bytes,
@@ -279,7 +279,7 @@ class Spool:
                 continue
             if not self._blocked:
                 self._blocked = True
-                log.warning("spool.full_appends_waiting", reason=problem, bytes=self._disk_bytes)
+                log.warning("spool_full_appends_waiting", reason=problem, bytes=self._disk_bytes)
             await self._freed.wait(self._recheck)
 
     async def _encode(
@@ -300,7 +300,7 @@ class Spool:
         self._appended.fire()
         if self._blocked:
             self._blocked = False
-            log.info("spool.appends_resumed", bytes=self._disk_bytes)
+            log.info("spool_appends_resumed", bytes=self._disk_bytes)
 
     async def _write(
         self, segment: Segment, buffers: list[bytes | bytearray | memoryview], size: int
@@ -409,7 +409,7 @@ class Spool:
         for index, amount in enumerate((report.batches, report.bytes, report.records)):
             self._dropped[index] += amount
         log.warning(
-            "spool.dropped_oldest",
+            "spool_dropped_oldest",
             reason=report.reason,
             batches=report.batches,
             bytes=report.bytes,
@@ -420,7 +420,7 @@ class Spool:
             try:
                 self._on_drop(report)
             except Exception:  # a reporting hook must not break the spool
-                log.exception("spool.on_drop_failed")
+                log.exception("spool_on_drop_failed")
 
     def _report_lost_in_flight(self) -> None:
         """Batches the writer held when their segment was dropped, and gave back uncommitted:
@@ -463,7 +463,7 @@ class Spool:
         except OSError as exc:
             # A full disk must not stop the deletion that frees it.  Cost: after a crash
             # before the next cursor write, committed batches may be delivered again.
-            log.warning("spool.cursor_write_failed", error=str(exc))
+            log.warning("spool_cursor_write_failed", error=str(exc))
             written = False
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
@@ -564,7 +564,7 @@ class Spool:
             return  # found and reported by an earlier run; the damaged frame is skipped again
         entry = await asyncio.to_thread(self._quarantine.add, segment.path, reason, move=False)
         self._note_quarantined(entry)
-        log.error("spool.segment_quarantined", segment=segment.path, reason=reason)
+        log.error("spool_segment_quarantined", segment=segment.path, reason=reason)
 
     def _note_quarantined(self, entry: QuarantinedSegment) -> None:
         self.quarantine_events += 1
@@ -665,11 +665,11 @@ class Spool:
             try:
                 await self._persist_cursor()
             except OSError as exc:
-                log.warning("spool.cursor_write_failed", error=str(exc))
+                log.warning("spool_cursor_write_failed", error=str(exc))
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
-        log.info("spool.closed", bytes=self._disk_bytes, committed_seq=self._committed)
+        log.info("spool_closed", bytes=self._disk_bytes, committed_seq=self._committed)
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -692,7 +692,7 @@ class Spool:
                 await self._persist_cursor()
             except OSError as exc:
                 # Only costs re-delivery after a crash; keep going, try again next time.
-                log.warning("spool.cursor_write_failed", error=str(exc))
+                log.warning("spool_cursor_write_failed", error=str(exc))
             # Rate limit: a lagging cursor costs duplicates, a cursor fsync per batch costs flash.
             await asyncio.sleep(self._fsync_interval)
 
@@ -703,5 +703,5 @@ class Spool:
                 try:
                     await self._durability.flush()
                 except SpoolError:
-                    log.exception("spool.fsync_failed")
+                    log.exception("spool_fsync_failed")
                     return

@@ -157,3 +157,51 @@ def test_plugin_contributes_the_loadavg_source_type():
     assert source_type.name == "loadavg"
     assert source_type.source_class is LoadAvgSource
     assert source_type.config_model is LoadAvgConfig
+
+
+TOKEN_URL = "https://grafana.example/d/load?auth=tok-7d1f0a9c"  # noqa: S105 - a test value
+
+
+def test_a_sensitive_setting_is_validated_but_never_shown(tmp_path):
+    from tstoraged.config import ConfigError, load_config, render_config
+    from tstoraged.plugins import PluginManager
+
+    plugins = PluginManager.from_entry_points({"TSTORAGED_LOAD_PLUGINS": "codecs,loadavg"})
+    config = tmp_path / "t.toml"
+    source = f'[[sources]]\ntype = "loadavg"\nname = "load"\ndashboard_url = "{TOKEN_URL}"\n'
+    config.write_text(source)
+    settings = load_config(config, env={}, plugins=plugins)
+    assert str(settings.sources[0].dashboard_url) == TOKEN_URL  # the code sees the value
+    for output_format in ("toml", "json"):
+        assert TOKEN_URL not in render_config(settings, output_format)
+        assert "**********" in render_config(settings, output_format)
+
+    config.write_text(source.replace("https://", "ftp:/"))  # still validated as a URL
+    with pytest.raises(ConfigError) as error:
+        load_config(config, env={}, plugins=plugins)
+    assert "sources[0].dashboard_url = '**********'" in str(error.value)
+    assert "tok-7d1f0a9c" not in str(error.value)
+
+
+async def test_the_sensitive_setting_is_masked_in_the_log_line_that_shows_it(tmp_path):
+    import io
+
+    from tstoraged.config import load_config
+    from tstoraged.observe.logging import configure_logging
+    from tstoraged.plugins import PluginManager
+
+    path = tmp_path / "loadavg"
+    path.write_text(LINE)
+    plugins = PluginManager.from_entry_points({"TSTORAGED_LOAD_PLUGINS": "codecs,loadavg"})
+    config = tmp_path / "t.toml"
+    config.write_text(
+        f'[[sources]]\ntype = "loadavg"\nname = "load"\npath = "{path}"\n'
+        f'dashboard_url = "{TOKEN_URL}"\n'
+    )
+    settings = load_config(config, env={}, plugins=plugins)  # loading remembers the value
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    source = LoadAvgSource(settings.sources[0], RecordingContext(settings.sources[0], tmp_path))
+    await source.setup()  # logs the start line, with the dashboard URL
+    assert "tok-7d1f0a9c" not in out.getvalue()
+    assert '"dashboard": "**********"' in out.getvalue()

@@ -15,11 +15,11 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, HttpUrl
 
-from tstoraged import KeyMapping, PayloadMapping, PollingConfig, PollingSource, Tick
+from tstoraged import KeyMapping, PayloadMapping, PollingConfig, PollingSource, Sensitive, Tick
 
 __all__ = ["LoadAvgConfig", "LoadAvgSource", "parse_loadavg"]
 
@@ -51,6 +51,14 @@ class LoadAvgConfig(PollingConfig):
         ),
         description="How fields become the payload bytes.",
     )
+    # Sensitive(): validated like any URL, but never shown: `tstoraged check` prints
+    # **********, config errors and log lines mask it. For API keys and URLs with credentials;
+    # a password that should also come from a file or a systemd credential is a `Secret`.
+    dashboard_url: Annotated[HttpUrl, Sensitive()] | None = Field(
+        default=None,
+        description="Link to this host's dashboard, logged when the source starts (such "
+        "links often carry an access token, hence Sensitive).",
+    )
 
 
 def parse_loadavg(text: str) -> dict[str, Any]:
@@ -79,6 +87,7 @@ class LoadAvgSource(PollingSource):
             path=str(self.config.path),
             interval=self.config.interval,
             hostname=socket.gethostname(),
+            dashboard=str(self.config.dashboard_url) if self.config.dashboard_url else None,
         )
 
     async def poll(self, tick: Tick) -> None:

@@ -104,7 +104,7 @@ points = [
         "sources[0].devices[0].points[2]: bit is required: a bool in a holding register is one "
         "of its bits",
         "sources[0].devices[0].points[3]: length is required: the registers a string takes",
-        "sources[0].devices[0].points[4].encoding = 'float32': an integer payload needs an "
+        "sources[0].devices[0].points[4].encoding = 'integer': an integer payload needs an "
         "integer or bool type",
     ]
 
