@@ -470,7 +470,7 @@ class MqttSource(Source):
                     silent.append(f"{route.subscription.topic} (silent for {quiet:.0f} s)")
             if silent:
                 problem = "no messages on " + ", ".join(silent)
-                self.context.log.warning("mqtt_silent", problem=problem)
+                self.context.log.warning("mqtt_silence_detected", problem=problem)
                 self._counters.problems["silence"] = problem
                 self._publish_details()
                 # Connected but silent: re-establish the connection (and the session).
