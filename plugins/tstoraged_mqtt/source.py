@@ -132,7 +132,7 @@ class MqttSource(Source):
         broker sends again (DUP) is acknowledged without being stored twice."""
         self._journal = (
             AckJournal(context.state_dir, config.client_id, 2 * config.max_in_flight)
-            if config.cap.field is not None
+            if config.cap.field is not None and config.skip_repeats
             else None
         )
         self._wake = asyncio.Event()
