@@ -144,11 +144,12 @@ class MqttConfig(SourceConfig):
     )
     reconnect: Reconnect = Field(default_factory=Reconnect)
     max_in_flight: int = Field(
-        default=5000,
+        default=20_000,
         ge=1,
         le=MAX_RECEIVE_MAXIMUM,
-        description="Messages received but not yet durable (and not acknowledged); reading "
-        "stops at this bound. Sent to the broker as Receive Maximum on MQTT 5.",
+        description="QoS 1/2 messages received but not yet durable and acknowledged (and "
+        "messages not yet handed to the pipeline); reading stops at this bound. Sent to the "
+        "broker as Receive Maximum on MQTT 5.",
     )
     stop_ack_timeout: Duration = Field(
         default=5.0,

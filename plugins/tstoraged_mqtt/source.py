@@ -6,9 +6,11 @@ of the whole run with one ack. That ack, called by the core once the records are
 sends the PUBACKs (QoS 1) or PUBCOMPs (QoS 2) of those messages in the order they arrived,
 rejected messages included (they are dead-lettered, and can never succeed).
 
-In flight (received, not yet durable) is bounded by ``max_in_flight``: on MQTT 5 the broker
-never sends more unacknowledged QoS 1/2 messages than that (Receive Maximum); QoS 0 messages
-and MQTT 3.1.1 sessions are bounded by pausing reads, which becomes TCP backpressure.
+Bounded by ``max_in_flight``: QoS 1/2 messages received and not yet acknowledged (on MQTT 5
+also sent as Receive Maximum); by ``INBOX_LIMIT``: messages received but not yet handed to
+the pipeline (the pipeline's own queue bounds the rest). At either bound the source stops
+reading, which becomes TCP backpressure on the broker. QoS 0 messages wait for nothing once
+handed over.
 
 A lost connection discards the QoS 1/2 messages not yet emitted (the broker sends them again:
 the session is persistent) and makes the acks of the old connection no-ops (packet ids
@@ -42,6 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["MqttSource", "SubscriptionState"]
 
 STATE_FILE = "subscriptions.json"
+INBOX_LIMIT = 2000
+"""Messages received but not yet handed to the pipeline, at most (reading pauses there): the
+consumer's runs stay small, so memory does not peak with the size of a burst."""
 
 
 class SubscriptionState:
@@ -138,7 +143,9 @@ class MqttSource(Source):
         self._wake = asyncio.Event()
         self._generation = 0
         self._in_flight = 0
-        """Messages received and not yet durable (all QoS)."""
+        """Messages received and not yet durable (all QoS; for status)."""
+        self._unacked = 0
+        """QoS 1/2 messages received and not yet acknowledged (or dropped)."""
         self._emitted = 0
         """Messages handed to the pipeline whose ack has not come yet."""
         self._acked_event = asyncio.Event()
@@ -306,6 +313,7 @@ class MqttSource(Source):
         lost = [entry for entry in self._inbox if entry[2] != 0]
         self._inbox[:] = kept
         self._in_flight -= len(lost)
+        self._unacked -= len(lost)
         dropped = len(lost)
         self._m_in_flight.set(self._in_flight)
         self.context.log.warning("mqtt_connection_lost", reason=reason, discarded=dropped)
@@ -317,7 +325,11 @@ class MqttSource(Source):
     def _on_message(self, topic: str, payload: bytes, qos: int, mid: int, dup: bool) -> None:
         self._inbox.append((topic, payload, qos, mid, time.time_ns(), self._generation, dup))
         self._in_flight += 1
-        if self._in_flight >= self.mqtt.max_in_flight and self.connection is not None:
+        if qos:
+            self._unacked += 1
+        if (
+            self._unacked >= self.mqtt.max_in_flight or len(self._inbox) >= INBOX_LIMIT
+        ) and self.connection is not None:
             # On MQTT 5 the broker should stop at Receive Maximum by itself, but not every
             # broker does (Mosquitto 2.0 forgets it after a session resume), and QoS 0 and
             # 3.1.1 have no such limit: not reading leaves the rest in TCP buffers and on
@@ -355,6 +367,7 @@ class MqttSource(Source):
                 continue
             batch = self._inbox
             self._inbox = []
+            self._maybe_resume()
             generation = self._generation
             records: list[Record[bytes]] = []
             acks: list[tuple[int, int]] = []
@@ -440,17 +453,23 @@ class MqttSource(Source):
                 self._counters.acknowledged += len(acks)
                 self._m_acked.inc(len(acks))
             self._in_flight -= count
+            self._unacked -= len(acks)
             self._emitted -= count
             self._acked_event.set()
             self._m_in_flight.set(self._in_flight)
-            if (
-                connection is not None
-                and connection.paused
-                and self._in_flight < self.mqtt.max_in_flight
-            ):
-                connection.resume_reading()
+            self._maybe_resume()
 
         return acknowledge
+
+    def _maybe_resume(self) -> None:
+        connection = self.connection
+        if (
+            connection is not None
+            and connection.paused
+            and self._unacked < self.mqtt.max_in_flight
+            and len(self._inbox) < INBOX_LIMIT
+        ):
+            connection.resume_reading()
 
     # -- liveness and reporting ----------------------------------------------------------------
 
