@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -152,11 +154,48 @@ def serve(
         stop()
 
 
+_PORTS_LOW, _PORTS_HIGH = 20000, 32000
+"""Ports :class:`ServerProcess` takes: below Linux's ephemeral range (32768-60999), which
+``bind(port=0)`` and outgoing connections use."""
+_PORTS_PER_WORKER = 2000
+_next_port: int | None = None
+_ports_lock = threading.Lock()
+
+
+def _fresh_port(host: str) -> int:
+    """A free port this process has not handed out before, outside the ephemeral range.
+
+    A server process that tests kill and restart keeps its port, and clients (a daemon under
+    test) keep reconnecting to it meanwhile. Were it a port from ``bind(0)``, the kernel could
+    give it to another test's server during the outage, and the reconnecting client would
+    deliver into that one. So these ports come from their own range, each at most once per
+    process, with disjoint sub-ranges for pytest-xdist workers.
+    """
+    global _next_port
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    low = _PORTS_LOW + (index * _PORTS_PER_WORKER) % (_PORTS_HIGH - _PORTS_LOW)
+    with _ports_lock:
+        if _next_port is None:
+            _next_port = low + random.randrange(_PORTS_PER_WORKER)
+        for _ in range(_PORTS_PER_WORKER):
+            port = _next_port
+            _next_port = low + (port - low + 1) % _PORTS_PER_WORKER
+            with socket.socket() as probe:
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no free port in {low}..{low + _PORTS_PER_WORKER - 1}")
+
+
 class ServerProcess:
     """``tstorage-server`` as a child process, for kill / restart / signal tests.
 
-    :meth:`start` launches it on port 0 (or the port of the previous run, so clients can
-    reconnect after a restart) and waits for its "listening" line.
+    :meth:`start` launches it on a fresh port that no other server of this process has had
+    (or on the port of the previous run, so clients can reconnect after a restart) and waits
+    for its "listening" line.
     """
 
     def __init__(
@@ -198,6 +237,8 @@ class ServerProcess:
         """Start the process and wait until it listens; ``.port`` is then the bound port."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the server process is already running")
+        if self.port == 0:
+            self.port = _fresh_port(self.host)
         self.output = []
         listening = threading.Event()
         bound: list[int] = []
