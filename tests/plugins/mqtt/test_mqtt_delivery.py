@@ -242,3 +242,59 @@ expect_every = "300ms"
                     return daemon.metrics.source_problems().get("quiet") is None
 
                 await eventually(cleared, "the problem to clear once data flows")
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_protocols_and_publishes_with_properties(
+    tmp_path: Path, broker: Mosquitto, protocol: str
+) -> None:
+    """MQTT 3.1.1 and 5 sessions; a PUBLISH with MQTT 5 properties takes paho's own decoding."""
+    import paho.mqtt.client as paho
+    from mqtt_harness import PASSWORD, USER
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    async with serve_async() as server:
+        sources = f"""
+[[sources]]
+type = "mqtt"
+name = "proto"
+protocol = "{protocol}"
+client_id = "protocol-test"
+{broker_section(broker)}
+key = {{ cid = 1, mid = "{{mid}}", moid = 1 }}
+cap = {{ field = "ts", unit = "ms" }}
+payload = {{ format = "<d", fields = ["value"] }}
+
+[[sources.subscriptions]]
+topic = "p/{{mid}}"
+"""
+        config = daemon_toml(tmp_path, server.address, sources)
+        async with running_daemon(config) as daemon:
+            await connected(daemon, "proto")
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id="v5-publisher", protocol=paho.MQTTv5
+            )
+            client.username_pw_set(USER, PASSWORD)
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            try:
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                properties.UserProperty = ("line", "3")
+                properties.ContentType = "application/json"
+                plain = json.dumps({"ts": T0_MS, "value": 1.0})
+                with_properties = json.dumps({"ts": T0_MS + 1, "value": 2.0})
+                client.publish("p/1", plain, qos=1).wait_for_publish(10)
+                client.publish("p/2", with_properties, qos=1, properties=properties)
+                records = await eventually(lambda: _at_least(stored(server), 2), "both records")
+            finally:
+                client.disconnect()
+                client.loop_stop()
+            assert sorted((r.key.mid, struct.unpack("<d", r.value)[0]) for r in records) == [
+                (1, 1.0),
+                (2, 2.0),
+            ]
+            await eventually(
+                lambda: source_details(daemon, "proto").get("acknowledged") == 2, "both acked"
+            )
