@@ -204,13 +204,18 @@ class MqttSource(Source):
                     continue
                 attempt = 0
                 await self._connected(connection, present)
-                assert connection.lost is not None
+                lost = connection.lost
+                assert lost is not None
                 watch = asyncio.create_task(self._watch_liveness(connection))
                 try:
-                    reason = await asyncio.shield(connection.lost)
+                    waited: list[asyncio.Future[Any]] = [lost, consumer]
+                    await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     watch.cancel()
-                self._disconnected(reason)
+                if consumer.done():
+                    consumer.result()  # its failure is the source's: the core restarts it
+                    raise RuntimeError("the consumer of received messages stopped")
+                self._disconnected(lost.result())
                 await asyncio.sleep(delay(0))
         finally:
             reporter.cancel()
