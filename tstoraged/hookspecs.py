@@ -18,6 +18,7 @@ from tstoraged._markers import hookspec
 
 if TYPE_CHECKING:
     from tstoraged.cli import Subcommand
+    from tstoraged.decoding import DecoderType
     from tstoraged.mapping.codecs import CodecType
     from tstoraged.source import SourceType
 
@@ -55,4 +56,15 @@ def tstoraged_commands() -> list[Subcommand]:
     the function that runs it (returning the exit status). Keep heavy imports inside ``run``,
     so that ``tstoraged --help`` stays quick. A name already taken by a built-in command or
     another plugin is refused and reported by ``tstoraged plugins``.
+    """
+
+
+@hookspec
+def tstoraged_message_decoders() -> list[DecoderType[Any]]:
+    """Contribute message decoders (payload bytes -> readings) for message sources like MQTT.
+
+    Called once when the plugin manager is built. Return a list of
+    :class:`tstoraged.decoding.DecoderType`: the name used as ``decoder = { type = "<name>",
+    ... }`` in a subscription, its pydantic config model, and a factory that builds the
+    per-message function ``bytes -> [fields, ...]`` from a validated config.
     """

@@ -36,6 +36,7 @@ from tstoraged.source import Source, SourceConfig, SourceType
 
 if TYPE_CHECKING:
     from tstoraged.cli import Subcommand
+    from tstoraged.decoding import DecoderType
     from tstoraged.mapping.codecs import CodecType
 
 __all__ = [
@@ -73,6 +74,7 @@ class PluginInfo:
     source_types: tuple[str, ...] = ()
     codecs: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
+    decoders: tuple[str, ...] = ()
     hooks: tuple[str, ...] = ()
     reason: str | None = None
     """Why an unavailable plugin could not be loaded."""
@@ -86,7 +88,7 @@ class PluginInfo:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``tstoraged plugins --json``)."""
         data = asdict(self)
-        for key in ("source_types", "codecs", "commands", "hooks", "errors"):
+        for key in ("source_types", "codecs", "commands", "decoders", "hooks", "errors"):
             data[key] = list(data[key])
         data["descriptions"] = {kind: dict(items) for kind, items in self.descriptions.items()}
         return data
@@ -107,6 +109,8 @@ class _Collected:
     codecs: dict[str, CodecType[Any]] = field(default_factory=dict)
     commands: dict[str, Subcommand] = field(default_factory=dict)
     command_owners: dict[str, str] = field(default_factory=dict)
+    decoders: dict[str, DecoderType[Any]] = field(default_factory=dict)
+    decoder_owners: dict[str, str] = field(default_factory=dict)
     owners: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     errors: dict[str, list[str]] = field(default_factory=dict)
@@ -288,6 +292,11 @@ class PluginManager:
         return self._collect().commands
 
     @property
+    def decoders(self) -> Mapping[str, DecoderType[Any]]:
+        """Message decoders (``tstoraged_message_decoders``) by name, from every loaded plugin."""
+        return self._collect().decoders
+
+    @property
     def problems(self) -> tuple[str, ...]:
         """Errors among the plugins (name clashes, broken hooks); the daemon refuses to start."""
         return tuple(self._collect().problems)
@@ -315,6 +324,7 @@ class PluginManager:
             origin = self._origins.get(name, _Origin())
             sources, codecs = collected.owners.get(name, ([], []))
             commands = [cmd for cmd, owner in collected.command_owners.items() if owner == name]
+            decoders = [dec for dec, owner in collected.decoder_owners.items() if owner == name]
             hooks = sorted(caller.name for caller in self.pluggy.get_hookcallers(plugin) or [])
             errors = tuple(collected.errors.get(name, ()))
             descriptions = {
@@ -331,6 +341,7 @@ class PluginManager:
                     source_types=tuple(sources),
                     codecs=tuple(codecs),
                     commands=tuple(commands),
+                    decoders=tuple(decoders),
                     hooks=tuple(hooks),
                     errors=errors,
                     descriptions=descriptions,
@@ -346,6 +357,7 @@ class PluginManager:
             self._collect_hook("tstoraged_source_types", self._add_source_type)
             self._collect_hook("tstoraged_payload_codecs", self._add_codec)
             self._collect_hook("tstoraged_commands", self._add_command)
+            self._collect_hook("tstoraged_message_decoders", self._add_decoder)
             for name, plugin in self.pluggy.list_name_plugin():
                 for message in self._hook_name_mistakes(plugin):
                     self._collected.problem(f"plugin {name!r}: {message}", name)
@@ -458,6 +470,21 @@ class PluginManager:
             )
         self._collected.commands[command.name] = command
         self._collected.command_owners[command.name] = plugin_name
+
+    def _add_decoder(self, plugin_name: str, decoder: Any) -> None:
+        from tstoraged.decoding import DecoderType
+
+        assert self._collected is not None
+        if not isinstance(decoder, DecoderType):
+            raise TypeError(f"expected tstoraged.decoding.DecoderType items, got {decoder!r}")
+        other = self._collected.decoder_owners.get(decoder.name)
+        if other is not None:
+            raise _NameClash(
+                f"decoder {decoder.name!r} is contributed by both plugin {other!r} "
+                f"and plugin {plugin_name!r}"
+            )
+        self._collected.decoders[decoder.name] = decoder
+        self._collected.decoder_owners[decoder.name] = plugin_name
 
     def _claim(self, plugin_name: str, kind: str, name: str, registry: Mapping[str, Any]) -> None:
         """Raise when another plugin already contributed ``name``."""

@@ -42,6 +42,7 @@ def test_plugins_json_lists_loaded_and_unavailable_plugins(cli_env):
         "source_types": ["topics"],
         "codecs": ["fixed"],
         "commands": [],
+        "decoders": [],
         "hooks": ["tstoraged_payload_codecs", "tstoraged_source_types"],
         "reason": None,
         "install_hint": None,

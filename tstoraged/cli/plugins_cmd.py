@@ -49,6 +49,8 @@ def _describe(info: PluginInfo) -> str:
             f"  commands: {', '.join(info.commands) or '-'}",
             f"  hooks: {', '.join(info.hooks) or '-'}",
         ]
+        if info.decoders:  # message decoders (for MQTT and other message sources)
+            lines.insert(-2, f"  decoders: {', '.join(info.decoders)}")
     else:
         lines.append(f"  status: unavailable: {info.reason}")
         if info.install_hint:
