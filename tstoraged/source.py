@@ -15,9 +15,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from tstoraged.config.units import Duration
 from tstoraged.mapping.model import CapMapping, KeyMapping, PayloadMapping
@@ -35,6 +35,19 @@ Ack = Callable[[], object]
 """Called without arguments, on the event loop, when the records of one ``emit`` are durable."""
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_name(value: str) -> str:
+    if not SOURCE_NAME.match(value):
+        raise ValueError(
+            "a name is 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or "
+            "digit (it becomes part of file paths and metric labels)"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+"""A name used in paths, logs and metric labels (sources, devices, ...); errors say the rule."""
 
 
 class RestartPolicy(BaseModel):
@@ -71,8 +84,7 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str = Field(description="Source type, as registered by a plugin.")
-    name: str = Field(
-        pattern=SOURCE_NAME.pattern,
+    name: Name = Field(
         description="Unique name of this source; appears in logs, metrics and state paths.",
     )
     enabled: bool = Field(default=True, description="A disabled source is validated, not run.")

@@ -42,7 +42,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from tstorage_client.record import CID_MAX, CID_MIN, MID_MAX, MID_MIN, MOID_MAX, MOID_MIN
 from tstoraged.config.units import Duration
 from tstoraged.mapping.model import CapMapping, FieldRef, KeyMapping, PayloadMapping, template_field
-from tstoraged.source import SOURCE_NAME, SourceConfig
+from tstoraged.source import Name, SourceConfig
 from tstoraged_modbus.datatypes import (
     BIT_TABLES,
     FLOAT_TYPES,
@@ -73,7 +73,6 @@ Encoding = Literal["float64", "integer"]
 CaptureTime = Literal["request", "response", "scheduled"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-_DEVICE_NAME = SOURCE_NAME
 _PARITY = {"n": "N", "none": "N", "e": "E", "even": "E", "o": "O", "odd": "O"}
 
 Cid = Annotated[int, Field(ge=CID_MIN, le=CID_MAX - 1)]
@@ -256,7 +255,7 @@ class DeviceConfig(BaseModel):
 
     model_config = _STRICT
 
-    name: str = Field(pattern=_DEVICE_NAME.pattern, description="Unique within the source.")
+    name: Name = Field(description="Unique within the source.")
     connection: str | ConnectionConfig = Field(
         description="Name of a [sources.connections] entry, or an inline connection table."
     )

@@ -97,3 +97,16 @@ def test_the_built_in_types_are_suggested(tmp_path: Path) -> None:
     plugins = PluginManager.from_entry_points({"TSTORAGED_LOAD_PLUGINS": "codecs,generator,files"})
     message = error_of(tmp_path, '[[sources]]\ntype = "filez"\nname = "a"\n', plugins)
     assert "unknown source type; did you mean 'files'?" in message
+
+
+def test_a_bad_source_name_states_the_rule_not_a_regex(tmp_path: Path) -> None:
+    message = error_of(
+        tmp_path,
+        '[[sources]]\ntype = "topics"\nname = "line 3!"\ntopics = ["a"]\n'
+        'key = { cid = 1, mid = 1, moid = 1 }\npayload = { codec = "fixed", format = "<i", '
+        'fields = ["v"] }\n',
+    )
+    assert message == (
+        "sources[0].name = 'line 3!': a name is 1 to 64 letters, digits, '_', '.' or '-', "
+        "starting with a letter or digit (it becomes part of file paths and metric labels)"
+    )
