@@ -296,20 +296,29 @@ class DaemonProcess:
 
     def wait_for_event(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
         """The first log event named ``name`` (waits for it)."""
+        return self.wait_for_events(name, 1, timeout)[0]
 
-        def find() -> dict[str, Any] | None:
-            if self.process is not None and self.process.poll() is not None:
-                events = self.events(name)
-                if events:
-                    return events[0]
-                raise RuntimeError(
-                    f"tstoraged exited ({self.process.returncode}) before {name!r}:\n"
-                    + "\n".join(self.lines)
-                )
+    def wait_for_events(self, name: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The first ``count`` log events named ``name`` (waits until that many were logged).
+
+        The log and the sd_notify socket are separate channels: after ``READY=1`` the log
+        line of what led to it may not have been read yet, so wait for the event itself.
+        """
+
+        def find() -> list[dict[str, Any]] | None:
+            process = self.process
+            exited = process is not None and process.poll() is not None
             events = self.events(name)
-            return events[0] if events else None
+            if len(events) >= count:
+                return events[:count]
+            if exited and process is not None:
+                raise RuntimeError(
+                    f"tstoraged exited ({process.returncode}) after {len(events)} of "
+                    f"{count} {name!r} events:\n" + "\n".join(self.lines)
+                )
+            return None
 
-        result: dict[str, Any] = wait_until(find, timeout, f"log event {name!r}")
+        result: list[dict[str, Any]] = wait_until(find, timeout, f"{count} log event(s) {name!r}")
         return result
 
     @property

@@ -137,7 +137,9 @@ def test_sighup_with_an_invalid_config_keeps_the_old_one(
         daemon.send_signal(signal.SIGHUP)
         reloading = notify.wait_for("RELOADING=1", after=ready)
         notify.wait_for("READY=1", after=reloading)
-        refused = [p for event in daemon.events("reload_refused") for p in event["problems"]]
+        refused = [
+            p for event in daemon.wait_for_events("reload_refused", 1) for p in event["problems"]
+        ]
         assert any("tstorage.port" in problem for problem in refused), refused
         # Still running on the old config: the endpoint answers, the old source delivered.
         wait_until(lambda: daemon.source_status("a").get("written") == 200, what="a written")

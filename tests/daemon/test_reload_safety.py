@@ -201,7 +201,7 @@ def test_refused_reloads_list_every_problem_each_time_and_the_daemon_keeps_runni
         bad = daemon_config(server.port, state, -1, '[batch]\nflush_interval = "soon"')
         cfg.write_text(bad)
         running.reload()
-        (first,) = daemon.events("reload_refused")
+        (first,) = daemon.wait_for_events("reload_refused", 1)
         assert first["count"] == 2
         assert any("batch.flush_interval" in p for p in first["problems"]), first
         assert any(
@@ -212,8 +212,7 @@ def test_refused_reloads_list_every_problem_each_time_and_the_daemon_keeps_runni
         running.reload()
         cfg.write_text(daemon_config(server.port, state, 0))
         running.reload()
-        refusals = daemon.events("reload_refused")
-        assert len(refusals) == 3, refusals
+        refusals = daemon.wait_for_events("reload_refused", 3)
         assert refusals[1]["problems"] == first["problems"]
         assert "suppressed" not in refusals[1]
         (refused,) = refusals[2]["problems"]
@@ -236,7 +235,7 @@ def test_an_applied_reload_names_every_changed_key_core_settings_included(
         running.reload()  # nothing changed
         cfg.write_text(daemon_config(server.port, state, 3, '[batch]\nflush_interval = "5s"'))
         running.reload()
-        unchanged, applied = daemon.events("reload_applied")
+        unchanged, applied = daemon.wait_for_events("reload_applied", 2)
         assert unchanged["nothing_changed"] is True
         assert unchanged["settings"] == []
         assert applied["nothing_changed"] is False
@@ -271,9 +270,9 @@ def test_sighup_says_when_the_installed_plugins_changed_and_that_a_restart_loads
         # Installed while the daemon runs: a new distribution with an entry point.
         support.make_distribution(site, "tstoraged-topics", {"topics": support.MODULE})
         running.reload()
-        (changed,) = running.daemon.events("plugins_changed")
+        (changed,) = running.daemon.wait_for_events("plugins_changed", 1)
         assert changed["installed"] == ["topics"]
         assert changed["removed"] == []
         assert "restart the daemon" in changed["action"]
-        assert running.daemon.events("reload_applied")  # the reload itself went on
+        assert running.daemon.wait_for_event("reload_applied")  # the reload itself went on
         assert running.daemon.terminate() == 0

@@ -129,7 +129,11 @@ def test_secrets_never_reach_the_daemon_log_on_start_or_on_a_refused_reload(
             )
             daemon.send_signal(signal.SIGHUP)
             notify.wait_for("READY=1", after=notify.wait_for("RELOADING=1", after=ready))
-            refused = [p for event in daemon.events("reload_refused") for p in event["problems"]]
+            refused = [
+                p
+                for event in daemon.wait_for_events("reload_refused", 1)
+                for p in event["problems"]
+            ]
             assert any("tstorage.tls.key_passwrd = '**********'" in p for p in refused), refused
             assert daemon.terminate() == 0
     log = "\n".join(daemon.lines)

@@ -23,7 +23,9 @@ from faultkit import Appender, daemon_config, distinct_mids, stored, tail_source
 from tstorage_server.testing import ServerProcess
 from tstoraged.testing import DaemonProcess, NotifySocket, wait_until
 
-pytestmark = pytest.mark.slow
+# Ten daemon lifetimes over a 240 k-line backlog: minutes on a busy 2-core machine, so the
+# suite-wide 120 s safety net is too tight for it (it still ends a hung run).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 BACKLOG = 240_000
 

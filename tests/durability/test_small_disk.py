@@ -90,7 +90,7 @@ def test_spool_on_a_full_small_disk_resumes_once_delivery_frees_space(
             assert "TStorage" in body, body  # what the spool waits for: delivery
             server.start()
             wait_until(lambda: distinct_mids(port) == LINES, 180, "every line stored")
-            assert daemon.events("spool_appends_resumed")
+            assert daemon.wait_for_event("spool_appends_resumed")
             assert daemon.terminate() == 0
     finally:
         server.kill()
