@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -47,4 +48,26 @@ def test_nothing_in_the_repository_reads_outside_it() -> None:
         for number, line in enumerate((ROOT / name).read_text(errors="replace").splitlines(), 1)
         if pattern.search(line) and name != "tests/test_code_quality.py"
     ]
+    assert offenders == []
+
+
+def test_no_test_module_imports_a_conftest_by_name() -> None:
+    """``from conftest import ...`` gets whichever conftest.py pytest imported last.
+
+    pytest imports every tests/<dir>/conftest.py as the module ``conftest``, so such an
+    import works when its directory is collected alone and fails at collection when another
+    directory's conftest came later (``pytest tests/compat tests/client``). Helpers live in a
+    module of their own name (client_testkit, faultkit, compat_kit).
+    """
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if "conftest" in names:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []

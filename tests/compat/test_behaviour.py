@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 import pytest
-from conftest import call, connected, items_of
+from compat_kit import call, connected, items_of
 
 from tstorage_client.payload_type import BytesPayloadType, StructPayloadType, TuplePayloadType
 from tstorage_client.record import Key, Record

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy
 import pytest
-from conftest import call, connected, items_of
+from compat_kit import call, connected, items_of
 
 from tstorage_client.payload_type import NumpyPayloadType
 from tstorage_client.record import Key
