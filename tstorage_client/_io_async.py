@@ -70,14 +70,17 @@ async def open_transport(
 
     ``io_timeout`` then bounds each read and write of the transport.
     """
-    async with asyncio.timeout(connect_timeout):
-        reader, writer = await asyncio.open_connection(
-            host,
-            port,
-            ssl=ssl_context,
-            server_hostname=server_hostname if ssl_context is not None else None,
-            limit=_READER_LIMIT,
-        )
+    try:
+        async with asyncio.timeout(connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                host,
+                port,
+                ssl=ssl_context,
+                server_hostname=server_hostname if ssl_context is not None else None,
+                limit=_READER_LIMIT,
+            )
+    except OverflowError as error:  # a port above 65535: asyncio's connect() says so this way
+        raise OSError(str(error)) from error
     return AsyncTransport(reader, writer, io_timeout)
 
 

@@ -43,6 +43,18 @@ async def test_connect_and_close_answer_responses(
     assert await call(refused.connect()) == Response(ResponseStatus.ERROR)
 
 
+async def test_connect_never_raises_even_for_a_port_out_of_range(
+    server: RunningServer, channel_class: type[Any]
+) -> None:
+    # connect() answers ERROR whatever the failure. The blocking socket layer wraps a port
+    # above 65535 (getaddrinfo), asyncio raised OverflowError from AsyncChannel.connect().
+    with serve(memory=True) as gone:
+        closed_port = gone.port
+    channel = channel_class(server.host, closed_port + 65536, INT)
+    assert await call(channel.connect()) == Response(ResponseStatus.ERROR)
+    assert not channel.connected
+
+
 def test_with_connects_closes_and_raises_the_connection_error(server: RunningServer) -> None:
     from tstorage_client.channel import Channel
 
