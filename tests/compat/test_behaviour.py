@@ -14,6 +14,7 @@ from compat_kit import call, connected, items_of
 from tstorage_client.payload_type import BytesPayloadType, StructPayloadType, TuplePayloadType
 from tstorage_client.record import Key, Record
 from tstorage_client.response import Response, ResponseAcq, ResponseGet, ResponseStatus
+from tstorage_client.timestamp import now_ns
 from tstorage_server.testing import RunningServer, serve
 
 OK = ResponseStatus.OK
@@ -107,6 +108,20 @@ async def test_put_get_get_acq_round_trip(server: RunningServer, channel_class: 
     assert acq.is_ok()
     assert acq.acq >= max(r.key.acq for r in got.data)
     assert got.acq >= 0
+    await call(channel.close())
+
+
+async def test_get_acq_answers_ok_for_an_empty_box_and_error_with_acq_minus_one_when_refused(
+    server: RunningServer, channel_class: type[Any]
+) -> None:
+    channel = await connected(channel_class, server, INT)
+    assert (await call(channel.put(records(12, 3)))).is_ok()
+    # Empty in mid (keyMin.mid == keyMax.mid): OK, clamped to keyMax.acq.
+    empty = await call(channel.get_acq(Key(12, 5, 0, 0, 0), Key(13, 5, 1, 1, 1000)))
+    assert empty == ResponseAcq(OK, 1000)
+    future = now_ns() + 3600 * 10**9  # keyMin.acq in the future: refused
+    refused = await call(channel.get_acq(Key(12, 0, 0, 0, future), Key(13, 1, 1, 1, future + 1)))
+    assert refused == ResponseAcq(ResponseStatus.ERROR, -1)
     await call(channel.close())
 
 
