@@ -113,6 +113,25 @@ def test_slow_connections_up_to_the_limit_do_not_lock_out_a_normal_client() -> N
     assert any("too slow" in reason for reason in reasons), reasons
 
 
+def test_a_flood_of_malformed_connections_is_logged_at_a_bounded_rate() -> None:
+    # Each connection sends garbage, gets the error header and is closed: three log events
+    # (connection_open, request_failed, connection_close), each at most BURST per window.
+    flood, burst, window_s = 300, 20, 10.0  # tstorage_server.logs.LogLimiter's defaults
+    with ServerProcess() as server:
+        started = time.monotonic()
+        for _ in range(flood):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(b"\xde\xad\xbe\xef" * 4)
+                assert sock.recv(64) == encode_error()
+        windows = int((time.monotonic() - started) // window_s) + 1
+        wait_until(lambda: len(events(server, "connection_close")) >= 1, 10, "a close logged")
+        output_bytes = sum(len(line) + 1 for line in server.output)
+    logged = {name: len(events(server, name)) for name in ("connection_open", "request_failed")}
+    print(f"{flood} malformed connections: {logged}, {output_bytes / flood:.0f} log bytes each")
+    for name, count in logged.items():
+        assert 0 < count <= burst * windows < flood, (name, count, windows)
+
+
 def events(server: ServerProcess, name: str) -> list[dict[str, object]]:
     out = []
     for line in server.output:
