@@ -39,6 +39,10 @@ def test_defaults_on_a_20_mib_disk_name_both_settings_and_size_segments_to_the_d
     assert "min_free_space = 100.0 MiB is not below" in text
     assert "max_size = 1.0 GiB cannot fit" in text
     assert "20.0 MiB" in text
+    # A floor the file system cannot have would block every append for good: 5 % instead.
+    assert fit.effective_min_free_space == MiB
+    assert "keeps 1.0 MiB free instead" in text
+    assert fit.capacity == 18 * MiB
 
 
 def test_max_size_beyond_the_free_space_is_reported_with_the_real_capacity(tmp_path: Path) -> None:

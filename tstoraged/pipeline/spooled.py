@@ -263,7 +263,7 @@ class SpoolStage:
             fsync=fsync,
             fsync_interval=fsync_interval,
             overflow=overflow,
-            min_free_space=min_free_space,
+            min_free_space=fit.effective_min_free_space,
             on_drop=lambda report: holder[0].on_drop(report),
             acknowledged_seq=acknowledged[0] if acknowledged is not None else 0,
         )

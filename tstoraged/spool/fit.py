@@ -41,9 +41,19 @@ class SpoolFit:
     min_free_space: int
 
     @property
+    def effective_min_free_space(self) -> int:
+        """The floor the spool keeps: ``min_free_space``, or, where that is not below the size
+        of the whole file system (the default 100 MiB on a small disk), the
+        :attr:`suggested_min_free_space` — an impossible floor would block every append for
+        good, and no delivery could ever lift it."""
+        if self.min_free_space >= self.filesystem_bytes:
+            return self.suggested_min_free_space
+        return self.min_free_space
+
+    @property
     def capacity(self) -> int:
         """Bytes the spool can really grow to now: ``max_size``, or less if the disk is smaller."""
-        usable = self.free_bytes + self.spool_bytes - self.min_free_space
+        usable = self.free_bytes + self.spool_bytes - self.effective_min_free_space
         return max(0, min(self.max_size, usable))
 
     @property
@@ -52,13 +62,13 @@ class SpoolFit:
         where = f"the file system of {self.directory}"
         size = human_size(self.filesystem_bytes)
         problems = []
-        min_free = self.min_free_space
-        if min_free >= self.filesystem_bytes:
-            min_free = self.suggested_min_free_space
+        min_free = self.effective_min_free_space
+        if min_free != self.min_free_space:
             problems.append(
                 f"min_free_space = {human_size(self.min_free_space)} is not below the size of "
-                f"{where} ({size}): the spool can never store a batch; set it to a few percent "
-                f"of the file system (e.g. {human_size(min_free)})"
+                f"{where} ({size}): no batch could ever be spooled, so the spool keeps "
+                f"{human_size(min_free)} free instead (5 %); set min_free_space to a few "
+                "percent of the file system"
             )
         elif self.free_bytes + self.spool_bytes <= min_free:
             problems.append(
