@@ -11,7 +11,7 @@ from pathlib import Path
 from test_daemon_process import config_text, generator
 
 from tstorage_server.testing import ServerProcess
-from tstoraged.testing import DaemonProcess, NotifySocket
+from tstoraged.testing import DaemonProcess, NotifySocket, wait_until
 
 
 def answers_status(url: str) -> bool:
@@ -21,9 +21,13 @@ def answers_status(url: str) -> bool:
 
 def sighup(daemon: DaemonProcess, notify: NotifySocket, after: int) -> int:
     """SIGHUP and wait until the daemon is ready again; returns the READY=1 index."""
+    applied = len(daemon.events("reload_applied"))
     daemon.send_signal(signal.SIGHUP)
     reloading = notify.wait_for("RELOADING=1", after=after)
-    return notify.wait_for("READY=1", after=reloading)
+    ready = notify.wait_for("READY=1", after=reloading)
+    # The log comes over a pipe read by a thread: wait for this reload's line there too.
+    wait_until(lambda: len(daemon.events("reload_applied")) > applied, what="reload_applied")
+    return ready
 
 
 def test_a_busy_new_metrics_port_keeps_the_old_listener_until_a_reload_can_move_it(
@@ -46,7 +50,7 @@ def test_a_busy_new_metrics_port_keeps_the_old_listener_until_a_reload_can_move_
             ready = sighup(daemon, notify, ready)
             (applied,) = daemon.events("reload_applied")
             assert "metrics.listen" in applied["settings"]
-            (incomplete,) = daemon.events("reload_incomplete")
+            incomplete = daemon.wait_for_event("reload_incomplete")  # logged after applied
             assert incomplete["problem"].startswith(
                 f"metrics.listen = '127.0.0.1:{busy_port}': cannot listen: "
             )
