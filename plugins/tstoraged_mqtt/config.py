@@ -174,10 +174,9 @@ class MqttConfig(SourceConfig):
     @classmethod
     def _client_id_for_session(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None and info.data.get("clean_start") is False:
-            # Named in the text: when the key is absent, the error is shown at the table.
             raise ValueError(
-                "client_id is required with a persistent session (clean_start = false): the "
-                "broker keeps the session, and the messages queued for it, under this id"
+                "required with a persistent session (clean_start = false): the broker keeps "
+                "the session, and the messages queued for it, under this id"
             )
         return value
 

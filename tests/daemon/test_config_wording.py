@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import test_plugins_support as support
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from tstoraged.config import ConfigError, load_config
+from tstoraged.config.errors import problems_from_validation_error
 from tstoraged.plugins import PluginManager
 
 
@@ -110,3 +112,29 @@ def test_a_bad_source_name_states_the_rule_not_a_regex(tmp_path: Path) -> None:
         "sources[0].name = 'line 3!': a name is 1 to 64 letters, digits, '_', '.' or '-', "
         "starting with a letter or digit (it becomes part of file paths and metric labels)"
     )
+
+
+class Session(BaseModel):
+    clean: bool = False
+    client: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("client")
+    @classmethod
+    def _client_for_session(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("clean") is False:
+            raise ValueError("required with a persistent session")
+        return value
+
+
+class Broker(BaseModel):
+    session: Session
+
+
+def test_a_check_of_an_absent_keys_default_names_that_key() -> None:
+    data = {"session": {}}
+    with pytest.raises(ValidationError) as caught:
+        Broker.model_validate(data)
+    (problem,) = problems_from_validation_error(
+        caught.value, model=Broker, data=data, prefix=("sources", 0)
+    )
+    assert str(problem) == "config: sources[0].session.client: required with a persistent session"

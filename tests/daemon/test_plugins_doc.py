@@ -167,3 +167,27 @@ def test_the_doc_example_is_clean_under_mypy_strict(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_name_the_doc_lists_is_exported_by_tstoraged() -> None:
+    import tstoraged
+
+    text = DOC.read_text()
+    start = text.index("Everything a plugin needs is importable from the package root")
+    paragraph = text[start : text.index("\n\n", start)]
+    listed = set(re.findall(r"`([A-Z]\w*|hookimpl)`", paragraph))
+    # What issue 15 named, among them.
+    assert {
+        "Duration",
+        "Size",
+        "Secret",
+        "KeyMapping",
+        "CapMapping",
+        "PayloadMapping",
+        "CodecType",
+        "ConfigRefused",
+        "PollingSource",
+    } <= listed
+    assert sorted(name for name in listed if name not in tstoraged.__all__) == []
+    assert all(getattr(tstoraged, name, None) is not None for name in listed)
+    assert tstoraged.Size is tstoraged.ByteSize

@@ -60,7 +60,7 @@ def config(tmp_path: Path, tls: str, port: int = 2025) -> Path:
         'verifyy = "{secret}"',  # any unknown key in a table that holds a secret
     ],
 )
-@pytest.mark.parametrize("command", ["check", "run", "import", "dead-letters"])
+@pytest.mark.parametrize("command", ["check", "run", "status", "import", "dead-letters"])
 def test_a_misspelt_secret_key_in_the_file_is_masked_in_every_command(
     tmp_path: Path, line: str, command: str
 ) -> None:
@@ -69,6 +69,7 @@ def test_a_misspelt_secret_key_in_the_file_is_masked_in_every_command(
     args = {
         "check": ["check", "-c", str(path)],
         "run": ["run", "-c", str(path)],
+        "status": ["status", "-c", str(path), "--timeout", "0.5"],
         "import": ["import", "-c", str(path), "--format", "records", str(path)],
         "dead-letters": ["dead-letters", "show", "-c", str(path)],
     }[command]

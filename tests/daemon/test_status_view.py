@@ -7,10 +7,12 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from tstoraged.cli import main
 from tstoraged.observe.http import ObservabilityServer, Readiness, parse_listen
 from tstoraged.observe.metrics import Metrics
 from tstoraged.status_view import (
@@ -198,3 +200,23 @@ def test_url_from_the_metrics_listen_setting(listen: str, url: str) -> None:
 def test_malformed_listen_is_refused(listen: str) -> None:
     with pytest.raises(ValueError, match=r"host:port|brackets"):
         parse_listen(listen)
+
+
+async def test_status_reads_the_metrics_listen_of_its_config(
+    daemon: ObservabilityServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(f'[metrics]\nlisten = "127.0.0.1:{daemon.port}"\n')
+    code = await asyncio.to_thread(main, ["status", "--json", "-c", str(path)])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["sources"]["line-3"]["written"] == 11_500
+
+
+def test_status_with_an_invalid_config_reports_it_instead_of_asking_the_default_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('[metrics]\nlisten = "9108"\n')
+    assert main(["status", "-c", str(path), "--timeout", "0.5"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"{path}: metrics.listen = '9108': expected \"HOST:PORT\"")

@@ -17,17 +17,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_url(args: argparse.Namespace) -> str:
-    """The endpoint of the config's ``[metrics] listen``, if the config can be read."""
-    from tstoraged.config import ConfigError, config_path, load_config
+    """The endpoint of the config's ``[metrics] listen``; the default without a config file.
+
+    A config that does not load is reported (``ConfigError``: one line per problem, exit 2),
+    not replaced by the default URL, which may be another daemon's or nobody's.
+    """
+    from tstoraged.cli._common import load_settings
+    from tstoraged.config import config_path
     from tstoraged.status_view import DEFAULT_URL, status_url_from_listen
 
-    path = config_path(args.config, os.environ)
-    if args.config is None and not path.exists():
+    if args.config is None and not config_path(None, os.environ).exists():
         return DEFAULT_URL
-    try:
-        settings = load_config(path)
-    except ConfigError:
-        return DEFAULT_URL
+    settings, _ = load_settings(args)
     return status_url_from_listen(settings.metrics.listen)
 
 

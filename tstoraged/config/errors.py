@@ -100,10 +100,14 @@ def _truncated_repr(value: Any) -> str:
 _KEY_ERRORS = frozenset({"missing", "extra_forbidden"})
 
 
-def _data_path(data: Any, loc: Sequence[str | int], kind: str) -> KeyPath:
+def _data_path(
+    data: Any, loc: Sequence[str | int], kind: str, model: type[BaseModel] | None = None
+) -> KeyPath:
     """Keep only the loc parts that are keys or indexes in ``data``.
 
-    A trailing part that is not in the data is kept for a missing-key error: it names the key.
+    A trailing part that is not in the data is kept for a missing-key error, and for an error
+    of a key ``model`` declares at that table (a validator run on an absent key's default):
+    it names the key.
     """
     path: list[str | int] = []
     current = data
@@ -112,7 +116,11 @@ def _data_path(data: Any, loc: Sequence[str | int], kind: str) -> KeyPath:
             current = current[part]
         elif isinstance(current, list | tuple) and isinstance(part, int):
             current = current[part] if 0 <= part < len(current) else None
-        elif position == len(loc) - 1 and kind in _KEY_ERRORS and isinstance(current, Mapping):
+        elif (
+            position == len(loc) - 1
+            and isinstance(current, Mapping)
+            and (kind in _KEY_ERRORS or _declares(model, tuple(path), part))
+        ):
             pass  # a missing key of a table
         else:
             continue  # a union member label added by pydantic
@@ -157,6 +165,14 @@ def _model_at(model: type[BaseModel], path: Sequence[str | int]) -> type[BaseMod
         if inspect.isclass(candidate) and issubclass(candidate, BaseModel):
             return candidate
     return None
+
+
+def _declares(model: type[BaseModel] | None, path: KeyPath, key: str | int) -> bool:
+    """Whether the table at ``path`` of ``model`` has a field named ``key``."""
+    if model is None or not isinstance(key, str):
+        return False
+    table = _model_at(model, path)
+    return table is not None and key in table.model_fields
 
 
 def _allowed_keys(model: type[BaseModel], parent: Sequence[str | int]) -> list[str]:
@@ -329,7 +345,7 @@ def problems_from_validation_error(
     the members of one union at the same key are merged into one line.
     """
     details = [
-        (detail, _data_path(data, detail["loc"], detail["type"]))
+        (detail, _data_path(data, detail["loc"], detail["type"], model))
         for detail in error.errors(include_url=False)
     ]
     details = [

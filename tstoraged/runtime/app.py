@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from tstoraged.config import ConfigError, load_config
-from tstoraged.config.model import Settings
+from tstoraged.config.model import MetricsSettings, Settings
 from tstoraged.mapping.compile import compile_mapping
 from tstoraged.observe.http import ObservabilityServer, Readiness, parse_listen
 from tstoraged.observe.logging import configure_logging
@@ -91,6 +91,8 @@ class Daemon:
         self.configure_logs = configure_logs
         self.metrics = Metrics()
         self.http: ObservabilityServer | None = None
+        self._served_metrics: MetricsSettings | None = None
+        """The ``[metrics]`` the endpoint serves (after a failed move: the old one)."""
         self.pipeline: Pipeline | None = None
         self.dead_letters: DeadLetterFile | None = None
         self.supervisor: SourceSupervisor | None = None
@@ -269,8 +271,10 @@ class Daemon:
         for name in changes["removed"]:
             self.metrics.remove_source(name)
         problems = []
-        if new.metrics != old.metrics:
-            problems = await self._restart_http(old, new)
+        if new.metrics != self._served_metrics:
+            # Compared with what is served, not with the old config: a move that failed
+            # (port in use) is tried again by the next reload.
+            problems = await self._restart_http(new)
         settings = changed_settings(old, new)
         log.info(
             "reload_applied",
@@ -312,8 +316,13 @@ class Daemon:
         self.notifier.ready(status="config reload refused; running on the previous config")
         return False
 
-    async def _restart_http(self, old: Settings, new: Settings) -> list[str]:
-        """Move the metrics endpoint to the new ``[metrics]``; back to the old one if that fails."""
+    async def _restart_http(self, new: Settings) -> list[str]:
+        """Move the metrics endpoint to the new ``[metrics]``; back where it was if that fails.
+
+        "Where it was" is the address it had (with port 0 in the config, the port it was
+        given), so clients of the old endpoint keep working.
+        """
+        previous = (self.http.host, self.http.port) if self.http is not None else None
         if self.http is not None:
             await self.http.stop()
             self.http = None
@@ -321,8 +330,10 @@ class Daemon:
             await self._start_http(new)
         except OSError as exc:
             problem = f"metrics.listen = {new.metrics.listen!r}: cannot listen: {exc.strerror}"
+            if previous is None:
+                return [problem]
             try:
-                await self._start_http(old)
+                await self._listen(*previous)
             except OSError as again:
                 return [problem, f"the old metrics.listen failed too: {again.strerror}"]
             return [f"{problem}; still serving on {self.http_url}"]
@@ -362,9 +373,11 @@ class Daemon:
         return source
 
     async def _start_http(self, settings: Settings) -> None:
-        if not settings.metrics.enabled:
-            return
-        host, port = parse_listen(settings.metrics.listen)
+        if settings.metrics.enabled:
+            await self._listen(*parse_listen(settings.metrics.listen))
+        self._served_metrics = settings.metrics
+
+    async def _listen(self, host: str, port: int) -> None:
         http = ObservabilityServer(self.metrics, host=host, port=port, readiness=self.readiness)
         await http.start()
         self.http = http

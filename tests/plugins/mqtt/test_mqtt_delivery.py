@@ -148,6 +148,55 @@ async def _at_least(records: Any, count: int) -> list[Record[bytes]] | None:
     return found if len(found) >= count else None
 
 
+async def test_cap_from_receive_time_and_the_per_source_metrics(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Without a cap field the cap is the receive time; the source's Prometheus families."""
+    async with serve_async() as server:
+        sources = f"""
+[[sources]]
+type = "mqtt"
+name = "recv"
+client_id = "receive-time-test"
+{broker_section(broker)}
+key = {{ cid = 1, mid = 1, moid = 1 }}
+payload = {{ format = "<d", fields = ["value"] }}
+
+[[sources.subscriptions]]
+topic = "r/value"
+decoder = {{ type = "text" }}
+"""
+        config = daemon_toml(tmp_path, server.address, sources)
+        async with running_daemon(config) as daemon:
+            await connected(daemon, "recv")
+            before_ns = time.time_ns()
+            with Publisher(broker) as publisher:
+                publisher.publish_all([("r/value", "1.5"), ("r/value", "warm")], qos=1)
+                (record,) = await eventually(lambda: _at_least(stored(server), 1), "the record")
+                await eventually(
+                    lambda: source_details(daemon, "recv").get("acknowledged") == 2,
+                    "both messages acknowledged",
+                )
+            after_ns = time.time_ns()
+            assert struct.unpack("<d", record.value) == (1.5,)
+            assert before_ns <= record.key.cap + OFFSET_NS <= after_ns
+
+            def sample(name: str) -> float | None:
+                value = daemon.metrics.registry.get_sample_value(name, {"source": "recv"})
+                return None if value is None else float(value)
+
+            assert sample("tstoraged_mqtt_messages_received_total") == 2
+            assert sample("tstoraged_mqtt_records_mapped_total") == 1
+            assert sample("tstoraged_mqtt_messages_rejected_total") == 1
+            assert sample("tstoraged_mqtt_messages_acknowledged_total") == 2
+            assert sample("tstoraged_mqtt_messages_in_flight") == 0
+            assert sample("tstoraged_mqtt_connected") == 1
+            assert sample("tstoraged_mqtt_connections_total") == 1
+            last = sample("tstoraged_mqtt_last_message_timestamp_seconds")
+            assert last is not None
+            assert before_ns / 1e9 <= last <= after_ns / 1e9
+
+
 async def test_malformed_messages_dead_lettered_acked_and_stream_continues(
     tmp_path: Path, broker: Mosquitto
 ) -> None:

@@ -191,7 +191,7 @@ subscriptions = [{{ topic = "a/{{mid}}" }}]
     )
     assert checked.returncode == 2
     assert checked.stderr.strip().splitlines() == [
-        f"{path}: sources[0]: client_id is required with a persistent session "
+        f"{path}: sources[0].client_id: required with a persistent session "
         "(clean_start = false): the broker keeps the session, and the messages queued for "
         "it, under this id"
     ]
