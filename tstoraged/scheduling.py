@@ -122,8 +122,9 @@ class IntervalSchedule:
                 upcoming = self._index_after(now - self.max_lateness)
                 skipped = max(0, upcoming - index)
                 index = upcoming
-            elif due < now - self.interval or due > now + self.interval:
-                # The wall clock stepped: re-align to its new boundaries.
+            elif due < now - self.interval or due > now + self.interval + self.lead:
+                # The wall clock stepped: re-align to its new boundaries. (A consumer woken
+                # ``lead`` early and done at once is up to interval + lead before its next tick.)
                 index = self._index_after(now)
         due = self._at(index)
         wake = due - self.lead

@@ -59,6 +59,8 @@ class SendGate:
         self._slots: dict[float, _Slot] = {}
         self.instants = 0
         """Instants served so far."""
+        self.written = 0
+        """Frames written at their instant so far."""
 
     def hold(
         self, at: float, write: Callable[[], None], *, spin: float | None = None
@@ -106,6 +108,7 @@ class SendGate:
         for held in slot.writes:
             if not held.cancelled:
                 held.write()
+                self.written += 1
         for _, _, waiter in sorted(slot.waiters, key=lambda entry: entry[:2]):
             if not waiter.done():
                 waiter.set_result(None)

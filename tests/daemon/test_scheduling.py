@@ -74,6 +74,14 @@ async def test_lead_wakes_the_consumer_before_the_tick_it_returns() -> None:
     assert schedule.skipped_total == 0
 
 
+async def test_a_consumer_done_within_the_lead_gets_the_next_tick_not_the_same_again() -> None:
+    clock = FakeClock(0.0)
+    schedule = clock.schedule(0.05, lead=0.005)
+    ticks = [(await schedule.next()).at for _ in range(4)]  # nothing done between ticks
+    assert ticks == pytest.approx([0.05, 0.10, 0.15, 0.20])
+    assert (schedule.ticks_total, schedule.skipped_total) == (4, 0)
+
+
 async def test_lead_does_not_skip_a_tick_whose_lead_was_overrun() -> None:
     clock = FakeClock(0.0)
     schedule = clock.schedule(1, lead=0.1)
