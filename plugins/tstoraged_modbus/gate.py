@@ -76,14 +76,18 @@ class SendGate:
         slot.writes.append(held)
         return held
 
-    async def wait(self, at: float, order: tuple[int, int] = (0, 0)) -> None:
-        """Return at ``at`` (at once if it has come); waiters go in ``order``, then arrival."""
+    async def wait(self, at: float, order: tuple[int, int] = (0, 0)) -> bool:
+        """Return at ``at``; waiters go in ``order``, then arrival.
+
+        False (at once, without waiting) when the instant has come already.
+        """
         slot = self._slot(at, None)
         if slot is None:
-            return
+            return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         slot.waiters.append((order, len(slot.waiters), waiter))
         await waiter
+        return True
 
     def _slot(self, at: float, spin: float | None) -> _Slot | None:
         slot = self._slots.get(at)

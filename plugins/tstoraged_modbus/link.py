@@ -237,14 +237,15 @@ class Link:
         gate = self._gate
         if gate is None:
             at = None
-        elif at is not None and self.shared:
+        waited = False
+        if gate is not None and at is not None and self.shared:
             # All devices of the connection wait for the instant, then go in rank order
             # (a silent device's probe last): each keeps its place in the round.
-            await gate.wait(at, (1 if target.low_priority else 0, target.rank))
+            waited = await gate.wait(at, (1 if target.low_priority else 0, target.rank))
             at = None
-        elif self.shared or target.low_priority:
-            # Let the requests of the devices polled at the same tick queue up, so that they
-            # go in rank order (and a silent device's probe after them).
+        if not waited and (self.shared or target.low_priority):
+            # Late for the instant (or none): let the requests of the devices polled at the
+            # same tick queue up, so that they go in rank order (a silent device's probe last).
             await asyncio.sleep(0)
         await self._turns.acquire((1 if target.low_priority else 0, target.rank))
         try:

@@ -56,7 +56,7 @@ async def test_a_cancelled_write_is_not_made() -> None:
 async def test_an_instant_that_has_come_is_not_held() -> None:
     gate = SendGate()
     assert gate.hold(time.time() - 0.001, lambda: None) is None
-    await asyncio.wait_for(gate.wait(time.time() - 0.001), 1.0)  # returns at once
+    assert await asyncio.wait_for(gate.wait(time.time() - 0.001), 1.0) is False  # at once
     assert gate.instants == 0
 
 
@@ -66,7 +66,7 @@ async def test_waiters_are_released_in_their_order_not_their_arrival() -> None:
     released: list[str] = []
 
     async def wait(name: str, order: tuple[int, int]) -> None:
-        await gate.wait(at, order)
+        assert await gate.wait(at, order) is True
         released.append(name)
 
     # Arrival: the silent device's probe first, then the ranks out of order.
