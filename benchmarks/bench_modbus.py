@@ -5,7 +5,9 @@ port each, 100 points in 160 registers: 2 reads per poll) polled every second th
 whole daemon (mapping, pipeline, tstorage-server in its own process). Reported: the daemon's
 CPU (its process alone: the simulators and the server run elsewhere), poll jitter (the first
 request of each poll minus its scheduled instant, p50/p99) and missed polls (ticks without
-readings between a device's first and last poll).
+readings between a device's first and last poll). The jitter is split per tick into when the
+earliest device's request left (``first_device``: the wake-up) and how much later the last
+device's left (``spread``: the devices one after the other).
 
 Part ``rtu``: one RTU bus (a socat pty pair) of 8 devices at 19200 baud, one of which never
 answers. A pty moves bytes at once, so the simulator holds each answer for the time request
@@ -228,6 +230,14 @@ def tcp_report(
         for ticks in polls.values()
         for tick, first in ticks.items()
     ]
+    # Per tick: when the first device's request left (the wake-up), and how long after it the
+    # last device's left (the devices one after the other).
+    by_tick: dict[int, list[int]] = defaultdict(list)
+    for ticks in polls.values():
+        for tick, first in ticks.items():
+            by_tick[tick].append(first)
+    earliest_ms = [(min(v) - tick * interval_ns) / 1e6 for tick, v in by_tick.items()]
+    spread_ms = [(max(v) - min(v)) / 1e6 for v in by_tick.values()]
     return {
         "devices": len(polls),
         "records": len(records),
@@ -236,6 +246,10 @@ def tcp_report(
         "jitter_ms_p50": round(percentile(jitter_ms, 0.5), 2),
         "jitter_ms_p99": round(percentile(jitter_ms, 0.99), 2),
         "jitter_ms_max": round(max(jitter_ms), 2),
+        "first_device_ms_p50": round(percentile(earliest_ms, 0.5), 2),
+        "first_device_ms_p99": round(percentile(earliest_ms, 0.99), 2),
+        "spread_ms_p50": round(percentile(spread_ms, 0.5), 2),
+        "spread_ms_p99": round(percentile(spread_ms, 0.99), 2),
         "missed_polls": sum(missed(t, window) for t in polls.values()),
     }
 

@@ -12,6 +12,10 @@ boundary and reports two skipped ticks, instead of firing three polls back to ba
 
 Sleeping uses the event loop's monotonic clock; the wall clock is read again at every tick, so
 a wall-clock step (NTP) moves the schedule to the new boundaries instead of stalling it.
+
+``lead`` wakes the consumer that long *before* each tick: a poll can then get everything
+ready (build its requests) and start exactly at :attr:`Tick.at`, instead of starting its
+preparation when the instant has already come.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ class Tick:
     skipped: int
     """Ticks skipped since the previous one because they could not start on time."""
     started: float
-    """When the consumer was woken for this tick (Unix seconds); ``started - at`` is the lag."""
+    """When the consumer was woken for this tick (Unix seconds); ``started - at`` is the lag
+    (negative by about the schedule's ``lead`` when the consumer is woken early on purpose)."""
 
     @property
     def at_ns(self) -> int:
@@ -55,6 +60,9 @@ class IntervalSchedule:
     at most one second); a tick found later than that is skipped and counted in
     :attr:`skipped_total` and in the next tick's :attr:`Tick.skipped`.
 
+    ``lead`` (seconds, less than the interval) wakes the consumer that long before each tick,
+    so that it can prepare and start its work at the instant itself; the tick is the same.
+
     ``clock`` (Unix seconds) and ``sleep`` are injectable for tests.
     """
 
@@ -64,6 +72,7 @@ class IntervalSchedule:
         *,
         offset: float = 0.0,
         max_lateness: float | None = None,
+        lead: float = 0.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -74,6 +83,9 @@ class IntervalSchedule:
         self.max_lateness = (
             min(self.interval / 10, 1.0) if max_lateness is None else max(0.0, max_lateness)
         )
+        if not 0.0 <= lead < self.interval:
+            raise ValueError(f"lead must be at least 0 and less than the interval, not {lead!r}")
+        self.lead = float(lead)
         self._clock = clock
         self._sleep = sleep
         self._last: int | None = None
@@ -110,12 +122,14 @@ class IntervalSchedule:
                 upcoming = self._index_after(now - self.max_lateness)
                 skipped = max(0, upcoming - index)
                 index = upcoming
-            elif due < now - self.interval or due > now + self.interval:
-                # The wall clock stepped: re-align to its new boundaries.
+            elif due < now - self.interval or due > now + self.interval + self.lead:
+                # The wall clock stepped: re-align to its new boundaries. (A consumer woken
+                # ``lead`` early and done at once is up to interval + lead before its next tick.)
                 index = self._index_after(now)
         due = self._at(index)
+        wake = due - self.lead
         while True:
-            delay = due - self._clock()
+            delay = wake - self._clock()
             if delay <= 0:
                 break
             await self._sleep(delay)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tstoraged_modbus.config import CaptureTime, PollGroup, ResolvedDevice, ResolvedPoint
 from tstoraged_modbus.datatypes import BIT_TABLES, RegisterBuffers, ValueDecoder
+from tstoraged_modbus.gate import SPIN
 from tstoraged_modbus.link import (
     BadResponse,
     ConnectionDown,
@@ -190,10 +191,14 @@ class Device:
         silence: ModbusFailure | None = None
         down: ConnectionDown | None = None
         first = True
+        # The first request is due at the tick itself (the poll is woken ahead of it), the
+        # others follow the answers.
+        at: float | None = tick.at
+        spin = min(SPIN, group.settings.interval / 100)
         while pending:
             read = pending.pop(0)
             try:
-                response = await self._request(read)
+                response = await self._request(read, at, spin)
             except ExceptionResponse as exc:
                 if exc.no_response:
                     silence = exc
@@ -211,6 +216,8 @@ class Device:
                 answered = True
                 self._points_failed(read.points, exc)
                 continue
+            finally:
+                at = None
             answered = True
             if first:
                 first = False
@@ -221,7 +228,9 @@ class Device:
             self.link.close_if_idle()
         return rows
 
-    async def _request(self, read: Read[ResolvedPoint]) -> Response:
+    async def _request(
+        self, read: Read[ResolvedPoint], at: float | None = None, spin: float | None = None
+    ) -> Response:
         """One read, repeated after silence (``retries``) and busy answers (``busy_retries``)."""
         config = self.config
         repeats = busy = 0
@@ -231,7 +240,9 @@ class Device:
         while True:
             self._requests.inc()
             try:
-                return await self.link.read(target, read.table, read.address, read.count)
+                return await self.link.read(
+                    target, read.table, read.address, read.count, at=at, spin=spin
+                )
             except ExceptionResponse as exc:
                 errors.labels(device=self.name, error=exc.kind).inc()
                 if exc.busy and busy < config.busy_retries:

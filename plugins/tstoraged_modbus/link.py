@@ -8,11 +8,17 @@ N unanswered requests" are switched off, because on a shared gateway one silent 
 not take the connection away from the others. A failed connect is retried with a capped
 exponential backoff; while it waits, requests fail at once with :class:`ConnectionDown`
 instead of holding the bus.
+
+A request may be due at an instant (``at``, the poll's tick): with a :class:`SendGate`, the
+link builds it ahead of time and the gate writes the frame at the instant, together with the
+other connections' requests due then; on a shared connection the devices wait for the instant
+and then take turns in rank order. ``Response.sent_ns`` is when the frame was written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tstoraged_modbus.config import SerialConnection, TcpConnection
 from tstoraged_modbus.datatypes import Table
+from tstoraged_modbus.gate import Held, SendGate
 
 if TYPE_CHECKING:
     from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -163,6 +170,7 @@ class Link:
         *,
         pause_after_connect: float = 0.0,
         on_change: Callable[[], None] = lambda: None,
+        gate: SendGate | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -179,6 +187,11 @@ class Link:
         self._lost = False
         self._pending: asyncio.Future[ModbusPDU] | None = None
         self._connect_error: BaseException | None = None
+        self._gate = gate
+        self._due: tuple[float, float | None] | None = None
+        """(instant, spin) the next frame is held for in the gate."""
+        self._held: Held | None = None
+        self._sent_ns = 0
         serial = settings if isinstance(settings, SerialConnection) else None
         self._frame_gap = serial.frame_gap if serial else 0.0
         self._byte_timeout = serial.byte_timeout if serial else None
@@ -202,16 +215,37 @@ class Link:
         """A request is running or waiting."""
         return self._turns.busy
 
-    async def read(self, target: RequestTarget, table: Table, address: int, count: int) -> Response:
+    async def read(
+        self,
+        target: RequestTarget,
+        table: Table,
+        address: int,
+        count: int,
+        *,
+        at: float | None = None,
+        spin: float | None = None,
+    ) -> Response:
         """Read ``count`` registers or bits of ``table`` from ``address`` (protocol address).
+
+        ``at`` (Unix seconds): the request is due then, not earlier (the poll's tick); with a
+        gate it is written at that instant (``spin``: see :class:`SendGate`).
 
         Raises :class:`NoResponse`, :class:`ConnectionDown`, :class:`ExceptionResponse` or
         :class:`BadResponse`.
         """
         loop = asyncio.get_running_loop()
-        if self.shared or target.low_priority:
-            # Let the requests of the devices polled at the same tick queue up, so that they
-            # go in rank order (and a silent device's probe after them).
+        gate = self._gate
+        if gate is None:
+            at = None
+        waited = False
+        if gate is not None and at is not None and self.shared:
+            # All devices of the connection wait for the instant, then go in rank order
+            # (a silent device's probe last): each keeps its place in the round.
+            waited = await gate.wait(at, (1 if target.low_priority else 0, target.rank))
+            at = None
+        if not waited and (self.shared or target.low_priority):
+            # Late for the instant (or none): let the requests of the devices polled at the
+            # same tick queue up, so that they go in rank order (a silent device's probe last).
             await asyncio.sleep(0)
         await self._turns.acquire((1 if target.low_priority else 0, target.rank))
         try:
@@ -220,14 +254,23 @@ class Link:
             if wait > 0:
                 await asyncio.sleep(wait)
             call = getattr(client, _READ_FUNCTIONS[table])
-            sent_ns = time.time_ns()
+            timeout = target.timeout
+            if at is not None:
+                self._due = (at, spin)
+                timeout += max(0.0, at - time.time())  # counted from the write
+            self._sent_ns = 0
             try:
                 pdu = await self._exchange(
-                    loop, call(address, count=count, device_id=target.unit), target.timeout
+                    loop, call(address, count=count, device_id=target.unit), timeout
                 )
             finally:
+                self._due = None
+                if self._held is not None:  # gave up before its instant: never written
+                    self._held.cancel()
+                    self._held = None
                 self._last_end = loop.time()
             received_ns = time.time_ns()
+            sent_ns = self._sent_ns or received_ns
         finally:
             self._turns.release()
         if pdu.isError():
@@ -331,6 +374,9 @@ class Link:
             client = AsyncModbusTcpClient(s.host, port=s.port, framer=framer, **common)
         # One silent unit id must not make pymodbus drop a connection others use.
         client.set_max_no_responses(2**31)
+        # Frames go through the link: it notes when each is written, and a frame due at an
+        # instant waits in the gate for it.
+        client.ctx.low_level_send = functools.partial(self._send, client.ctx.send)
         original = client.ctx.call_create
 
         async def create() -> Any:
@@ -344,6 +390,33 @@ class Link:
         return client
 
     # -- one request ---------------------------------------------------------------------------
+
+    def _send(
+        self,
+        write: Callable[[bytes, tuple[Any, ...] | None], None],
+        data: bytes,
+        addr: tuple[Any, ...] | None = None,
+    ) -> None:
+        """pymodbus' low-level send: held in the gate while the request's instant is ahead."""
+        due, self._due = self._due, None
+        if due is not None and self._gate is not None:
+            held = self._gate.hold(
+                due[0], functools.partial(self._write, write, data, addr), spin=due[1]
+            )
+            if held is not None:
+                self._held = held
+                return
+        self._write(write, data, addr)
+
+    def _write(
+        self,
+        write: Callable[[bytes, tuple[Any, ...] | None], None],
+        data: bytes,
+        addr: tuple[Any, ...] | None,
+    ) -> None:
+        self._held = None
+        self._sent_ns = time.time_ns()
+        write(data, addr)
 
     def _traced(self, sending: bool, data: bytes) -> bytes:
         if not sending:

@@ -18,12 +18,17 @@ from tstoraged.scheduling import IntervalSchedule
 from tstoraged.source import Source
 from tstoraged_modbus.config import ModbusConfig, resolve
 from tstoraged_modbus.device import Device, DeviceMetrics, GroupState, Row
+from tstoraged_modbus.gate import SendGate
 from tstoraged_modbus.link import Link, quiet_pymodbus
 
 __all__ = ["GroupPoller", "ModbusSource"]
 
 DETAILS_INTERVAL = 1.0
 """Seconds between refreshes of the published details while polls run."""
+
+LEAD_MAX = 0.1
+"""Polls are woken this long before their tick (at most a tenth of the interval) to build
+their first request; the send gate writes it at the tick."""
 
 
 class GroupPoller:
@@ -34,7 +39,10 @@ class GroupPoller:
         self.group = group
         settings = group.settings
         self.schedule = IntervalSchedule(
-            settings.interval, offset=settings.offset, max_lateness=settings.max_lateness
+            settings.interval,
+            offset=settings.offset,
+            max_lateness=settings.max_lateness,
+            lead=min(LEAD_MAX, settings.interval / 10),
         )
 
     async def run(self, source: ModbusSource) -> None:
@@ -72,6 +80,8 @@ class ModbusSource(Source):
         self.pollers: list[GroupPoller] = []
         self._changed = asyncio.Event()
         self._problem: str | None = None
+        self.gate = SendGate()
+        """Writes the requests due at one tick together, at the tick."""
         self._build()  # no I/O: devices and schedules are inspectable before run()
 
     def _build(self) -> None:
@@ -81,7 +91,10 @@ class ModbusSource(Source):
             link = self.links.get(device.connection_name)
             if link is None:
                 link = self.links[device.connection_name] = Link(
-                    device.connection_name, device.connection, on_change=self._changed.set
+                    device.connection_name,
+                    device.connection,
+                    on_change=self._changed.set,
+                    gate=self.gate,
                 )
             # A gateway that needs quiet after a connect needs it whichever device connects.
             link.pause_after_connect = max(

@@ -60,6 +60,43 @@ async def test_no_drift_when_every_wake_up_is_late_and_polls_take_time() -> None
     assert max(tick.started - tick.at for tick in ticks) == pytest.approx(0.003)
 
 
+async def test_lead_wakes_the_consumer_before_the_tick_it_returns() -> None:
+    clock = FakeClock(1_000_003.7)
+    schedule = clock.schedule(10, lead=0.05)
+    ticks = []
+    for _ in range(3):
+        tick = await schedule.next()
+        ticks.append(tick)
+        assert clock.now == pytest.approx(tick.at - 0.05)  # woken 50 ms ahead
+        clock.now += 0.2  # the poll: waits for its instant, then runs
+    assert [tick.at for tick in ticks] == [1_000_010.0, 1_000_020.0, 1_000_030.0]
+    assert [tick.started - tick.at for tick in ticks] == pytest.approx([-0.05] * 3)
+    assert schedule.skipped_total == 0
+
+
+async def test_a_consumer_done_within_the_lead_gets_the_next_tick_not_the_same_again() -> None:
+    clock = FakeClock(0.0)
+    schedule = clock.schedule(0.05, lead=0.005)
+    ticks = [(await schedule.next()).at for _ in range(4)]  # nothing done between ticks
+    assert ticks == pytest.approx([0.05, 0.10, 0.15, 0.20])
+    assert (schedule.ticks_total, schedule.skipped_total) == (4, 0)
+
+
+async def test_lead_does_not_skip_a_tick_whose_lead_was_overrun() -> None:
+    clock = FakeClock(0.0)
+    schedule = clock.schedule(1, lead=0.1)
+    assert (await schedule.next()).at == 1.0
+    clock.now = 1.95  # the poll ran into the next tick's lead
+    tick = await schedule.next()
+    assert (tick.at, tick.skipped, tick.started) == (2.0, 0, 1.95)
+
+
+@pytest.mark.parametrize("lead", [-0.1, 1.0, 2.0])
+def test_lead_must_be_shorter_than_the_interval(lead: float) -> None:
+    with pytest.raises(ValueError, match="lead must be at least 0 and less than the interval"):
+        IntervalSchedule(1.0, lead=lead)
+
+
 async def test_a_slow_poll_skips_the_ticks_it_overran_instead_of_queueing_them() -> None:
     clock = FakeClock(100.0)
     schedule = clock.schedule(10)
