@@ -20,7 +20,9 @@ from tstorage_client.record import Key, Record
 from tstorage_client.response import ResponseGet, ResponseStatus
 
 COUNT = 60_000
-RECORDS = [((1, i, 0, 10**12 + i, 10**15 + i), bytes(8)) for i in range(COUNT)]
+RECORDS: list[tuple[tuple[int, ...], bytes]] = [
+    ((1, i, 0, 10**12 + i, 10**15 + i), bytes(8)) for i in range(COUNT)
+]
 
 
 def _serve_records(conn: socket.socket, stream: BinaryIO) -> None:
