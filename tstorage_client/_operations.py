@@ -45,7 +45,7 @@ __all__ = [
 
 R = TypeVar("R", bound=Response)
 
-Instruction = bytes | NeedData | RecordsBatch
+Instruction = bytes | memoryview | NeedData | RecordsBatch
 Operation = Generator[Instruction, bytes | None, R]
 
 
@@ -67,7 +67,7 @@ def _until_final(
             return event
 
 
-def put_operation(chunks: Iterable[bytes]) -> Operation[ResponsePut]:
+def put_operation(chunks: Iterable[bytes | memoryview]) -> Operation[ResponsePut]:
     """PUT/PUTA: send the encoded chunks, then read the ResponsePut."""
     yield from chunks
     response: ResponsePut = yield from _until_final(PutResponseParser())

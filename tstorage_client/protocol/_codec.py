@@ -84,7 +84,7 @@ class RecordsCodec(Protocol):
         with_acq: bool,
         max_batch_size: int,
         skip_invalid: bool,
-    ) -> Iterator[bytes]:
+    ) -> Iterator[bytes | memoryview]:
         """Per-cid batches for ``records`` (without request header and end guard)."""
         ...
 
