@@ -336,11 +336,18 @@ class RecordCodec:
         return decode
 
     def join(self, pieces: list[Any]) -> list[Record[Any]]:
-        """One list of records from decoded pieces (lists)."""
-        if len(pieces) == 1:
-            joined: list[Record[Any]] = pieces[0]
-            return joined
-        return list(chain.from_iterable(pieces))
+        """One list of records from decoded pieces (lists; they are emptied).
+
+        The first piece grows in place and each piece is cleared once appended, so joining
+        never holds two lists of every record at once.
+        """
+        if not pieces:
+            return []
+        joined: list[Record[Any]] = pieces[0]
+        for piece in islice(pieces, 1, None):
+            joined += piece
+            piece.clear()
+        return joined
 
     def get_data(self, batches: list[Any]) -> list[Record[Any]]:
         """One list of all records."""
