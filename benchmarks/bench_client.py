@@ -34,6 +34,7 @@ import struct
 import subprocess
 import sys
 import time
+import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -512,7 +513,10 @@ def _target_workloads(records: int) -> list[tuple[Workload, str]]:
 def targets(records: int, repeat: int, clock_name: str) -> None:
     """Print the issue-14 table: reference, ours (Channel / AsyncChannel), ratio, target."""
     load = os.getloadavg()
+    # How fast this machine runs plain Python right now: compare runs across machines/days.
+    calibration = min(timeit.repeat("sum(range(10**6))", number=1, repeat=20)) * 1e3
     print(
+        f"calibration: sum(range(10**6)) takes {calibration:.1f} ms (best of 20)\n"
         f"nproc: {os.cpu_count()}, Python {sys.version.split()[0]}, records per put case:"
         f" {records:,}, {repeat} runs per figure (median, [min-max]), {clock_name} clock,"
         f" load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
