@@ -399,7 +399,7 @@ def _timed(repeat: int, run: Callable[[], int]) -> list[float]:
 def _numpy_get_one_array(channel: Channel[Any], count: int) -> int:
     response = channel.get(Key.min(), Key.max())
     assert response.is_ok(), response
-    data = response.data
+    data: Any = response.data
     array = data[0] if len(data) == 1 else np.concatenate(data)
     assert len(array) == count
     return count
@@ -427,7 +427,7 @@ def _target_runs(work: Workload, repeat: int, kind: str) -> tuple[list[float], l
                 else:
                     response = await channel.get(Key.min(), Key.max())
                     assert response.is_ok()
-                    data = response.data
+                    data: Any = response.data
                     array = data[0] if len(data) == 1 else np.concatenate(data)
                     assert len(array) == work.count
                     del response, data, array
