@@ -88,6 +88,14 @@ def stream_operation(request: bytes, parser: GetResponseParser) -> Operation[Res
     return response
 
 
+_AGE_AFTER_BYTES = 1 << 20
+"""Gets of at least this many record bytes (some 25 000 records) age the young generation.
+
+Smaller ones leave the collector as it is: the collection they cause is short, and aging on
+every small get would move a program's young cyclic garbage to the oldest generation again
+and again (it is then freed only by a full collection)."""
+
+
 def _age_young_objects() -> None:
     """Move every object the collector tracks to the oldest generation (records just read).
 
@@ -140,7 +148,8 @@ def get_operation(request: bytes, parser: GetResponseParser) -> Operation[Respon
                 reply = yield instruction
     finally:
         if gc_was_enabled:
-            _age_young_objects()
+            if total >= _AGE_AFTER_BYTES:
+                _age_young_objects()
             gc.enable()
     if not final:
         partial = parser.take_partial()

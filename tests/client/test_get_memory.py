@@ -70,6 +70,27 @@ async def test_get_triggers_no_collection_over_the_records(make_client: Any) -> 
     assert len(kept) == 3 * gc.get_threshold()[0]
 
 
+def _serve_few(conn: socket.socket, stream: BinaryIO) -> None:
+    response = get_response(RECORDS[:50], 78)
+    while True:
+        read_request(stream)
+        conn.sendall(response)
+
+
+def test_a_small_get_leaves_the_generations_alone() -> None:
+    # Aging on every small get would keep moving the program's young objects (cyclic
+    # garbage included) to the oldest generation; only large reads do it.
+    from tstorage_client.channel import Channel
+
+    with scripted(_serve_few) as peer, Channel(peer.host, peer.port, StructPayloadType("<d")) as ch:
+        gc.collect()  # the young count starts at zero: the get below triggers no collection
+        marker = [object()]
+        response = ch.get(Key.min(), Key.max())
+        young = {id(o) for o in gc.get_objects(generation=0)}
+    assert len(response.data) == 50
+    assert id(marker) in young
+
+
 def test_gc_freeze_of_the_program_is_left_alone() -> None:
     # A program that froze objects itself keeps them frozen after a get.
     from tstorage_client._operations import _age_young_objects
