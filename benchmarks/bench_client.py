@@ -13,6 +13,13 @@ get_iter figures count the Record items (every record is built). Each figure is 
 
     python benchmarks/bench_client.py [--records N] [--repeat R] [--only SUBSTRING]
                                       [--clock wall|cpu]
+
+``--targets`` instead measures the cases of issue 14 (public API only, loopback, both
+channels) and prints them beside the reference client's figures, with the median and the
+range of ``--repeat`` runs, and the peak RSS (VmHWM) of a get() of 2 M records in a fresh
+process per channel:
+
+    python benchmarks/bench_client.py --targets [--repeat R] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -22,8 +29,12 @@ import asyncio
 import multiprocessing
 import os
 import socket
+import statistics
 import struct
+import subprocess
+import sys
 import time
+import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -335,6 +346,207 @@ def measure(work: Workload, repeat: int) -> list[float]:
     return figures
 
 
+# ------------------------------------------------------------------------ issue 14 targets
+
+# (case, reference low, reference high, target, unit): targets as stated in issue 14.
+TARGETS: list[tuple[str, float, float, float, str]] = [
+    ("put <d, cids interleaved (cid = i % 10)", 1.1, 1.3, 2.6, "M rec/s"),
+    ("put 100-byte payloads (BytesPayloadType), one cid", 1.3, 1.7, 3.4, "M rec/s"),
+    ("put 100-byte payloads, cids interleaved", 1.0, 1.3, 2.6, "M rec/s"),
+    ('numpy put, 1 M rows ("<f8" payload)', 20.0, 29.0, 58.0, "M rows/s"),
+    ("numpy get, 1 M rows, one array at the end", 14.0, 20.0, 50.0, "M rows/s"),
+    ("peak RSS of a get() of 2 M <d records", 479.0, 479.0, 479.0, "MiB"),
+]
+
+
+def _rows_response(count: int, cids: int, payload_size: int) -> bytes:
+    """A GET response of ``count`` records of ``payload_size`` zero bytes (built with numpy)."""
+    rows = np.zeros(
+        count,
+        [
+            ("n", "<i4"),
+            ("cid", "<i4"),
+            ("mid", "<i8"),
+            ("moid", "<i4"),
+            ("cap", "<i8"),
+            ("acq", "<i8"),
+            ("payload", f"V{payload_size}"),
+        ],
+    )
+    rows["n"] = 32 + payload_size
+    rows["cid"] = np.arange(count) % cids
+    rows["mid"] = np.arange(count)
+    rows["moid"] = np.arange(count) % 100
+    rows["cap"] = 10**12 + np.arange(count)
+    rows["acq"] = 10**15 + np.arange(count)
+    return _response([rows.tobytes()])
+
+
+def _stats(values: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[0], ordered[-1]
+
+
+def _timed(repeat: int, run: Callable[[], int]) -> list[float]:
+    rates = []
+    for _ in range(repeat):
+        start = clock()
+        handled = run()
+        rates.append(handled / (clock() - start) / 1e6)
+    return rates
+
+
+def _numpy_get_one_array(channel: Channel[Any], count: int) -> int:
+    response = channel.get(Key.min(), Key.max())
+    assert response.is_ok(), response
+    data: Any = response.data
+    array = data[0] if len(data) == 1 else np.concatenate(data)
+    assert len(array) == count
+    return count
+
+
+def _target_runs(work: Workload, repeat: int, kind: str) -> tuple[list[float], list[float]]:
+    """(Channel rates, AsyncChannel rates) of ``kind`` ("put" or "get") in M/s."""
+    peer = Peer(work.response)
+    try:
+        with Channel("127.0.0.1", peer.port, work.payload_type) as channel:
+            if kind == "put":
+                sync = _timed(repeat, lambda: loopback_put(work, channel))
+            else:
+                sync = _timed(repeat, lambda: _numpy_get_one_array(channel, work.count))
+    finally:
+        peer.close()
+
+    async def run_async(port: int) -> list[float]:
+        rates = []
+        async with AsyncChannel("127.0.0.1", port, work.payload_type) as channel:
+            for _ in range(repeat):
+                start = clock()
+                if kind == "put":
+                    assert (await channel.put(work.records)).is_ok()
+                else:
+                    response = await channel.get(Key.min(), Key.max())
+                    assert response.is_ok()
+                    data: Any = response.data
+                    array = data[0] if len(data) == 1 else np.concatenate(data)
+                    assert len(array) == work.count
+                    del response, data, array
+                rates.append(work.count / (clock() - start) / 1e6)
+        return rates
+
+    peer = Peer(work.response)
+    try:
+        asynchronous = asyncio.run(run_async(peer.port))
+    finally:
+        peer.close()
+    return sync, asynchronous
+
+
+_RSS_CHILD = """
+import asyncio, sys
+from tstorage_client.channel import Channel
+from tstorage_client.channel_async import AsyncChannel
+from tstorage_client.payload_type import StructPayloadType
+from tstorage_client.record import Key
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+port, kind = int(sys.argv[1]), sys.argv[2]
+before = hwm()
+if kind == "sync":
+    with Channel("127.0.0.1", port, StructPayloadType("<d")) as channel:
+        response = channel.get(Key.min(), Key.max())
+else:
+    async def main():
+        async with AsyncChannel("127.0.0.1", port, StructPayloadType("<d")) as channel:
+            return await channel.get(Key.min(), Key.max())
+    response = asyncio.run(main())
+assert response.is_ok(), response.status
+print(before, hwm(), len(response.data))
+"""
+
+
+def _peak_rss(count: int) -> tuple[float, float, float, float]:
+    """VmHWM (MiB) of a fresh process after a get() of ``count`` <d records: sync, async;
+    and the VmHWM of the same processes before the get."""
+    response = _rows_response(count, 1, 8)
+    figures = []
+    for kind in ("sync", "async"):
+        peer = Peer(response)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", _RSS_CHILD, str(peer.port), kind],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            ).stdout.split()
+        finally:
+            peer.close()
+        assert int(out[2]) == count, out
+        figures.append((int(out[1]) / 1024, int(out[0]) / 1024))
+    return figures[0][0], figures[1][0], figures[0][1], figures[1][1]
+
+
+def _target_workloads(records: int) -> list[tuple[Workload, str]]:
+    return [
+        (
+            _struct_workload(TARGETS[0][0], StructPayloadType("<d"), lambda i: i / 2, records, 10),
+            "put",
+        ),
+        (
+            _struct_workload(TARGETS[1][0], BytesPayloadType(), lambda i: bytes(100), records, 1),
+            "put",
+        ),
+        (
+            _struct_workload(TARGETS[2][0], BytesPayloadType(), lambda i: bytes(100), records, 10),
+            "put",
+        ),
+        (_numpy_workload(1_000_000), "put"),
+        (_numpy_workload(1_000_000), "get"),
+    ]
+
+
+def targets(records: int, repeat: int, clock_name: str) -> None:
+    """Print the issue-14 table: reference, ours (Channel / AsyncChannel), ratio, target."""
+    load = os.getloadavg()
+    # How fast this machine runs plain Python right now: compare runs across machines/days.
+    calibration = min(timeit.repeat("sum(range(10**6))", number=1, repeat=20)) * 1e3
+    print(
+        f"calibration: sum(range(10**6)) takes {calibration:.1f} ms (best of 20)\n"
+        f"nproc: {os.cpu_count()}, Python {sys.version.split()[0]}, records per put case:"
+        f" {records:,}, {repeat} runs per figure (median, [min-max]), {clock_name} clock,"
+        f" load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
+    )
+    print("| case | reference | ours: Channel | ours: AsyncChannel | ratio | target | met? |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for (work, kind), (case, low, high, target, unit) in zip(
+        _target_workloads(records), TARGETS, strict=False
+    ):
+        sync, asynchronous = _target_runs(work, repeat, kind)
+        (sm, slo, shi), (am, alo, ahi) = _stats(sync), _stats(asynchronous)
+        worst = min(sm, am)
+        print(
+            f"| {case} | {low:g}-{high:g} {unit} | {sm:.2f} [{slo:.2f}-{shi:.2f}]"
+            f" | {am:.2f} [{alo:.2f}-{ahi:.2f}] | {worst / high:.2f}x | ≥ {target:g}"
+            f" | {'yes' if worst >= target else 'no'} |",
+            flush=True,
+        )
+    case, _, high, target, unit = TARGETS[-1]
+    sync_rss, async_rss, sync_before, async_before = _peak_rss(2_000_000)
+    worst = max(sync_rss, async_rss)
+    print(
+        f"| {case} | {high:g} {unit} | {sync_rss:.0f} (before the get: {sync_before:.0f})"
+        f" | {async_rss:.0f} (before: {async_before:.0f}) | {worst / high:.2f}x | ≤ {target:g}"
+        f" | {'yes' if worst <= target else 'no'} |"
+    )
+    load = os.getloadavg()
+    print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -345,9 +557,15 @@ def main() -> None:
     parser.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall", help="records per wall or CPU second"
     )
+    parser.add_argument(
+        "--targets", action="store_true", help="the cases of issue 14 beside the reference"
+    )
     args = parser.parse_args()
     global clock
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.targets:
+        targets(min(args.records, 1_000_000), args.repeat, args.clock)
+        return
     print(
         f"nproc: {os.cpu_count()}, records: {args.records}, best of {args.repeat}, "
         f"{args.clock} clock\n"

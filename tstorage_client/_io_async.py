@@ -42,7 +42,7 @@ class AsyncTransport:
         async with asyncio.timeout(self.timeout):
             return await self._reader.read(size)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         """Send all of ``data``. Raises OSError (TimeoutError too)."""
         self._writer.write(data)
         async with asyncio.timeout(self.timeout):

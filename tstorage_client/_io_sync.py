@@ -43,7 +43,7 @@ class Transport:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.read: Callable[[int], bytes] = sock.recv
-        self.write: Callable[[bytes], None] = sock.sendall
+        self.write: Callable[[bytes | memoryview], None] = sock.sendall
 
     def set_timeout(self, timeout: float | None) -> None:
         """Change the bound of the next reads and writes at once."""

@@ -45,7 +45,7 @@ __all__ = [
 
 R = TypeVar("R", bound=Response)
 
-Instruction = bytes | NeedData | RecordsBatch
+Instruction = bytes | memoryview | NeedData | RecordsBatch
 Operation = Generator[Instruction, bytes | None, R]
 
 
@@ -67,7 +67,7 @@ def _until_final(
             return event
 
 
-def put_operation(chunks: Iterable[bytes]) -> Operation[ResponsePut]:
+def put_operation(chunks: Iterable[bytes | memoryview]) -> Operation[ResponsePut]:
     """PUT/PUTA: send the encoded chunks, then read the ResponsePut."""
     yield from chunks
     response: ResponsePut = yield from _until_final(PutResponseParser())
@@ -88,6 +88,30 @@ def stream_operation(request: bytes, parser: GetResponseParser) -> Operation[Res
     return response
 
 
+_AGE_AFTER_BYTES = 1 << 20
+"""Gets of at least this many record bytes (some 25 000 records) age the young generation.
+
+Smaller ones leave the collector as it is: the collection they cause is short, and aging on
+every small get would move a program's young cyclic garbage to the oldest generation again
+and again (it is then freed only by a full collection)."""
+
+
+def _age_young_objects() -> None:
+    """Move every object the collector tracks to the oldest generation (records just read).
+
+    The GC was paused while reading, so the young generation holds every record and its
+    allocation count is far past the threshold: the first allocation after ``gc.enable()``
+    would start a collection over all of them (and later ones would again, generation by
+    generation, up to a full pass). ``gc.freeze()`` followed by ``gc.unfreeze()`` puts them
+    in the oldest generation and resets the young count, in constant time; no collection is
+    triggered by the read. A program that keeps objects frozen itself is left alone (its
+    frozen set must not be thawed): then the collector runs as usual.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
+
+
 def get_operation(request: bytes, parser: GetResponseParser) -> Operation[ResponseGet[Any]]:
     """GET held whole (get): collects the batches; NO_MEMORY beyond parser.memory_limit.
 
@@ -96,6 +120,7 @@ def get_operation(request: bytes, parser: GetResponseParser) -> Operation[Respon
     The cyclic GC is paused until the response is complete: every record built is kept, and
     Key/Record tuples are never untracked by the collector, so each collection triggered on
     the way would traverse all records read so far (a third of the time of a large get).
+    Afterwards the records join the oldest generation (see ``_age_young_objects``).
     """
     stream = stream_operation(request, parser)
     batches: list[Any] = []
@@ -123,6 +148,8 @@ def get_operation(request: bytes, parser: GetResponseParser) -> Operation[Respon
                 reply = yield instruction
     finally:
         if gc_was_enabled:
+            if total >= _AGE_AFTER_BYTES:
+                _age_young_objects()
             gc.enable()
     if not final:
         partial = parser.take_partial()

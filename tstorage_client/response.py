@@ -86,6 +86,31 @@ class ResponseGet(ResponseAcq, Generic[T]):
 
     data: RecordsSet[T] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        # The dataclass repr, except that long data is summarised: the repr of a get of
+        # millions of records (asyncio debug output, a log line, a traceback) would otherwise
+        # be a string several times the size of the records themselves.
+        return (
+            f"{type(self).__name__}(status={self.status!r}, acq={self.acq!r}, "
+            f"data={_summary(self.data)})"
+        )
+
+
+_REPR_ITEMS = 3
+"""How many records a long ``ResponseGet.data`` shows in its repr."""
+
+
+def _summary(data: object) -> str:
+    """The repr of ``data`` if short, else its first items and how many there are."""
+    try:
+        count = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return repr(data)
+    if count <= 2 * _REPR_ITEMS or not isinstance(data, list):
+        return repr(data)
+    shown = ", ".join(map(repr, data[:_REPR_ITEMS]))
+    return f"[{shown}, ... ({count} items)]"
+
 
 def _refuse_setattr(self: Response, name: str, value: object) -> None:
     raise FrozenInstanceError(f"cannot assign to field {name!r}")

@@ -7,7 +7,7 @@ records (records of one size) or per batch, never per record.
 - Decoding a GET run: one ``struct.Struct("<i iqiqq" + payload)`` unpacks all records of one
   size at once (``iter_unpack``); keys and records are built with ``tuple.__new__`` through
   ``map`` (``Key``/``Record`` are tuple-backed dataclasses for exactly this reason).
-- Encoding a PUT chunk: records are grouped by cid (stable sort), then each record is packed
+- Encoding a PUT chunk: records are bucketed by cid (no sort), then each record is packed
   with one cached ``Struct`` fed by ``map`` over the key columns.
 
 Fixed-size payload types (``StructPayloadType``/``TuplePayloadType`` with a little-endian
@@ -20,9 +20,10 @@ from __future__ import annotations
 import struct
 import sys
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate, chain, islice, repeat, takewhile
-from operator import add, itemgetter
+from operator import add, call, itemgetter
 from typing import Any, Protocol
 
 from tstorage_client.payload_type import PayloadType
@@ -83,7 +84,7 @@ class RecordsCodec(Protocol):
         with_acq: bool,
         max_batch_size: int,
         skip_invalid: bool,
-    ) -> Iterator[bytes]:
+    ) -> Iterator[bytes | memoryview]:
         """Per-cid batches for ``records`` (without request header and end guard)."""
         ...
 
@@ -136,26 +137,31 @@ def split_by_bytes(
         a = b
 
 
-def group_by_cid(cids: list[int]) -> tuple[list[int] | None, list[tuple[int, int, int]]]:
-    """Group positions by cid: (order to apply or None, [(cid, start, stop), ...]).
+def group_by_cid(
+    records: list[Any], cids: list[int]
+) -> tuple[list[Any] | None, list[tuple[int, int, int]]]:
+    """Group records by cid: (the records grouped, or None if one cid; [(cid, start, stop)]).
 
-    Records of one cid keep their order (stable sort): the same key written twice in one
-    put must keep "last write wins".
+    Records of one cid keep their order: the same key written twice in one put must keep
+    "last write wins". Groups are in ascending cid order. Each record is appended to its
+    cid's bucket once (C-level: a dict lookup and a list append through ``map``), with no
+    per-record sort key and no sort of the records.
     """
     count = len(cids)
     first = cids[0]
     if cids.count(first) == count:
         return None, [(first, 0, count)]
-    order = sorted(range(count), key=cids.__getitem__)
-    ordered = sorted(cids)
+    distinct = sorted(set(cids))
+    buckets: dict[int, list[Any]] = {cid: [] for cid in distinct}
+    appends = {cid: bucket.append for cid, bucket in buckets.items()}
+    deque(map(call, map(appends.__getitem__, cids), records), 0)
     groups = []
     a = 0
-    while a < count:
-        cid = ordered[a]
-        b = bisect_right(ordered, cid, a)
+    for cid in distinct:
+        b = a + len(buckets[cid])
         groups.append((cid, a, b))
         a = b
-    return order, groups
+    return list(chain.from_iterable(map(buckets.__getitem__, distinct))), groups
 
 
 def _inline_payload(payload_type: PayloadType[Any]) -> tuple[str, bool] | None:
@@ -234,18 +240,19 @@ class RecordCodec:
     def _encode_valid(self, chunk: list[Record[Any]], with_acq: bool, max_batch_size: int) -> bytes:
         """Encode records whose keys are all valid; raises if one is not."""
         keys: list[Key] = list(map(_ITEM0, chunk))
-        order, groups = group_by_cid(list(map(_ITEM0, keys)))
+        grouped, groups = group_by_cid(chunk, list(map(_ITEM0, keys)))
         if groups[0][0] < 0:  # groups are sorted by cid: the first holds the smallest
             raise _NegativeCid
-        if order is not None:
-            chunk = list(map(chunk.__getitem__, order))
-            keys = list(map(keys.__getitem__, order))
+        if grouped is not None:
+            chunk = grouped
+            keys = list(map(_ITEM0, chunk))
         key_columns = [map(_ITEM1, keys), map(_ITEM2, keys), map(_ITEM3, keys)]
         if with_acq:
             key_columns.append(map(_ITEM4, keys))
         key_size = wire.PUTA_KEY.size if with_acq else wire.PUT_KEY.size
         key_fmt = "<iqiqq" if with_acq else "<iqiq"
         if self._inline is not None:
+            # One struct for the whole row: n, the key and the inlined payload fields.
             body_fmt, is_tuple = self._inline
             packer = struct.Struct(key_fmt + body_fmt)
             n = packer.size - 4
@@ -258,19 +265,22 @@ class RecordCodec:
             spans = chain.from_iterable(
                 split_by_count(cid, a, b, n + 4, max_batch_size) for cid, a, b in groups
             )
-        else:
-            payloads = self.payload_type.to_bytes_many(map(_ITEM1, chunk))
-            sizes = list(map(len, payloads))
-            if max(sizes) > wire.MAX_PAYLOAD:
-                raise ValueError(f"a payload exceeds the {wire.MAX_PAYLOAD}-byte limit")
-            header = struct.Struct(key_fmt)
-            heads = map(header.pack, map(add, sizes, repeat(key_size)), *key_columns)
-            packed = list(map(add, heads, payloads))
-            ends = list(accumulate(map(add, sizes, repeat(key_size + 4))))
-            spans = chain.from_iterable(
-                split_by_bytes(cid, a, b, ends, max_batch_size) for cid, a, b in groups
-            )
-        return _join_batches(packed, spans)
+            return _join_batches(packed, spans)
+        payloads = self.payload_type.to_bytes_many(map(_ITEM1, chunk))
+        sizes = list(map(len, payloads))
+        if max(sizes) > wire.MAX_PAYLOAD:
+            raise ValueError(f"a payload exceeds the {wire.MAX_PAYLOAD}-byte limit")
+        header = struct.Struct(key_fmt)
+        heads = map(header.pack, map(add, sizes, repeat(key_size)), *key_columns)
+        # Head and payload stay two pieces (joined once at the end, never concatenated).
+        pieces = list(chain.from_iterable(zip(heads, payloads, strict=True)))
+        if sum(sizes) + len(sizes) * (key_size + 4) <= max_batch_size:
+            return _join_pieces(pieces, groups, key_size + 4, sizes)
+        ends = list(accumulate(map(add, sizes, repeat(key_size + 4))))
+        spans = chain.from_iterable(
+            split_by_bytes(cid, a, b, ends, max_batch_size) for cid, a, b in groups
+        )
+        return _join_batches(pieces, spans, 2)
 
     # ---------------------------------------------------------------- decoding (GET)
 
@@ -326,11 +336,18 @@ class RecordCodec:
         return decode
 
     def join(self, pieces: list[Any]) -> list[Record[Any]]:
-        """One list of records from decoded pieces (lists)."""
-        if len(pieces) == 1:
-            joined: list[Record[Any]] = pieces[0]
-            return joined
-        return list(chain.from_iterable(pieces))
+        """One list of records from decoded pieces (lists; they are emptied).
+
+        The first piece grows in place and each piece is cleared once appended, so joining
+        never holds two lists of every record at once.
+        """
+        if not pieces:
+            return []
+        joined: list[Record[Any]] = pieces[0]
+        for piece in islice(pieces, 1, None):
+            joined += piece
+            piece.clear()
+        return joined
 
     def get_data(self, batches: list[Any]) -> list[Record[Any]]:
         """One list of all records."""
@@ -344,12 +361,26 @@ class RecordCodec:
         return batch
 
 
-def _join_batches(packed: list[bytes], spans: Iterable[BatchSpan]) -> bytes:
-    """Interleave per-cid batch headers with the packed records of each span."""
+def _join_batches(packed: list[bytes], spans: Iterable[BatchSpan], per_record: int = 1) -> bytes:
+    """Interleave per-cid batch headers with the packed records of each span.
+
+    ``per_record`` is how many pieces of ``packed`` make one record.
+    """
     parts: list[bytes] = []
     append, extend = parts.append, parts.extend
     pack_header = wire.BATCH_HEADER.pack
     for cid, a, b, batch_bytes in spans:
         append(pack_header(cid, batch_bytes))
-        extend(packed[a:b])
+        extend(packed[a * per_record : b * per_record])
     return b"".join(parts)
+
+
+def _join_pieces(
+    pieces: list[bytes], groups: list[tuple[int, int, int]], overhead: int, sizes: list[int]
+) -> bytes:
+    """One batch per group (each fits max_batch_size): header, then the head/payload pieces."""
+    if len(groups) == 1:
+        cid, _, count = groups[0]
+        return b"".join([wire.BATCH_HEADER.pack(cid, sum(sizes) + count * overhead), *pieces])
+    spans = [(cid, a, b, sum(sizes[a:b]) + (b - a) * overhead) for cid, a, b in groups]
+    return _join_batches(pieces, spans, 2)

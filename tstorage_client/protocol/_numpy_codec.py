@@ -34,6 +34,9 @@ _tuple_new = tuple.__new__
 # Rows per put step: bounds the extra memory of a put of a huge array.
 _PUT_STEP_ROWS = 16 * PUT_CHUNK_RECORDS
 
+# Batches smaller than this are copied into one joined piece; larger ones are sent as views.
+_JOIN_BELOW = 64 << 10
+
 
 class NumpyCodec:
     """Wire bytes <-> structured arrays; iterables of Record fall back to RecordCodec."""
@@ -54,7 +57,7 @@ class NumpyCodec:
         with_acq: bool,
         max_batch_size: int,
         skip_invalid: bool,
-    ) -> Iterator[bytes]:
+    ) -> Iterator[bytes | memoryview]:
         """Per-cid batches from a structured array / dict of arrays (or Record objects)."""
         if not isinstance(records, np.ndarray | Mapping):
             yield from self._records.encode_put_body(
@@ -67,9 +70,8 @@ class NumpyCodec:
             step = {
                 name: column[start : start + _PUT_STEP_ROWS] for name, column in columns.items()
             }
-            body, complete = self._encode_step(step, with_acq, max_batch_size, skip_invalid)
-            if body:
-                yield body
+            parts, complete = self._encode_step(step, with_acq, max_batch_size, skip_invalid)
+            yield from parts
             if not complete:
                 return
 
@@ -96,7 +98,7 @@ class NumpyCodec:
         with_acq: bool,
         max_batch_size: int,
         skip_invalid: bool,
-    ) -> tuple[bytes, bool]:
+    ) -> tuple[list[bytes | memoryview], bool]:
         valid = _valid_keys(columns)
         complete = True
         if valid is not None:
@@ -108,7 +110,7 @@ class NumpyCodec:
             columns = {name: column[keep] for name, column in columns.items()}
         cids = columns["cid"]
         if len(cids) == 0:
-            return b"", complete
+            return [], complete
         if len(cids) > 1 and not bool(np.all(cids[1:] >= cids[:-1])):
             order = np.argsort(cids, kind="stable")  # stable: last write wins within a cid
             columns = {name: column[order] for name, column in columns.items()}
@@ -126,19 +128,36 @@ class NumpyCodec:
         return self._batches(packed, cids, max_batch_size), complete
 
     @staticmethod
-    def _batches(packed: npt.NDArray[Any], cids: npt.NDArray[Any], max_batch_size: int) -> bytes:
+    def _batches(
+        packed: npt.NDArray[Any], cids: npt.NDArray[Any], max_batch_size: int
+    ) -> list[bytes | memoryview]:
+        """The per-cid batches: headers and views of ``packed`` (no copy of the rows).
+
+        Views are byte-shaped (format 'B'): asyncio's ``transport.write`` slices what it
+        could not send at once by items, so a view of structured items would be cut wrong.
+        Small pieces are joined so a put of many small batches is not many tiny writes.
+        """
         record_size = packed.dtype.itemsize
-        raw = packed.view(np.uint8).data
+        raw = packed.view(np.uint8).data.cast("B")
         bounds = [0, *(np.flatnonzero(cids[1:] != cids[:-1]) + 1).tolist(), len(cids)]
-        parts: list[Any] = []
+        out: list[bytes | memoryview] = []
+        small: list[bytes | memoryview] = []
         pack_header = wire.BATCH_HEADER.pack
         for a, b in pairwise(bounds):
             for cid, start, stop, nbytes in split_by_count(
                 int(cids[a]), a, b, record_size, max_batch_size
             ):
-                parts.append(pack_header(cid, nbytes))
-                parts.append(raw[start * record_size : stop * record_size])
-        return b"".join(parts)
+                small.append(pack_header(cid, nbytes))
+                rows = raw[start * record_size : stop * record_size]
+                if nbytes < _JOIN_BELOW:
+                    small.append(rows)
+                    continue
+                out.append(b"".join(small))
+                small = []
+                out.append(rows)
+        if small:
+            out.append(b"".join(small))
+        return out
 
     # ---------------------------------------------------------------- GET
 

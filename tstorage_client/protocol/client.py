@@ -105,7 +105,7 @@ def encode_put(
     with_acq: bool = False,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     skip_invalid: bool = False,
-) -> Iterator[bytes]:
+) -> Iterator[bytes | memoryview]:
     """The PUT (or PUTA with ``with_acq``) request as byte chunks of bounded size.
 
     Records are grouped into per-cid batches of at most ``max_batch_size`` bytes (at least
@@ -121,12 +121,19 @@ def encode_put(
     return _put_chunks(wire.HEADER.pack(request, 0), body)
 
 
-def _put_chunks(head: bytes, body: Iterator[bytes]) -> Iterator[bytes]:
+def _put_chunks(head: bytes, body: Iterator[bytes | memoryview]) -> Iterator[bytes | memoryview]:
     first = next(body, b"")
-    # The header rides with the first chunk: one write fewer for small puts.
-    yield head + first
+    if len(first) < _JOIN_BELOW:
+        # The header rides with the first chunk: one write fewer for small puts.
+        yield head + first
+    else:  # a large chunk (maybe a view of an array) is not copied for 12 bytes
+        yield head
+        yield first
     yield from body
     yield wire.END_GUARD
+
+
+_JOIN_BELOW = 64 << 10
 
 
 # ------------------------------------------------------------------------------ responses
