@@ -23,20 +23,16 @@ import sqlite3
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import count
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, Literal, TypeVar
 
-from tstorage_client.protocol.server import (
-    PUT_TO_GET_N,
-    PUTA_TO_GET_N,
-    RECORD_HEAD,
-    PutaRow,
-    PutRow,
-)
+from tstorage_client.protocol.server import RecordRun
 from tstorage_client.record import Key
 from tstorage_server.acq import AcqClock
+from tstorage_server.rules import Rows
 from tstorage_server.storage.base import NO_ACQ_RANGE, PutTransaction, Storage
+from tstorage_server.storage.frames import build_block
 
 __all__ = ["DB_FILENAME", "SqliteStorage", "box_queries"]
 
@@ -268,37 +264,38 @@ def _finish_read(rows: Generator[bytes, None, None], conn: sqlite3.Connection) -
         conn.execute("COMMIT")
 
 
-Batches = list[tuple[int, Any]]
+Batches = list[tuple[int, Rows]]
 """(cid, rows) pairs: PUT rows when an acq is assigned, PUTA rows otherwise."""
 
 
 def _insert(conn: sqlite3.Connection, batches: Batches, acq: int | None) -> None:
     """Insert batches; ``acq`` is the first acq to assign (PUT), or None to keep row acqs (PUTA)."""
-    head = RECORD_HEAD.pack
     for cid, rows in batches:
+        block = build_block(cid, rows, acq)
+        params = zip(
+            repeat(cid), block.mids, block.moids, block.caps, block.acqs, block.frame_list()
+        )
         if acq is None:
-            puta_rows: list[PutaRow] = rows
+            conn.executemany(_UPSERT, params)
+            continue
+        # Fresh acqs make PUT keys new, and a plain INSERT is 10-20 % faster than an upsert.
+        try:
+            conn.executemany(_INSERT, params)
+        except sqlite3.IntegrityError:
+            # A PUTA stored this very key earlier (a client acq ahead of our clock): last
+            # write wins. Rows inserted before the conflict are simply written again.
             conn.executemany(
                 _UPSERT,
-                [
-                    (cid, m, o, c, a, head(n + PUTA_TO_GET_N, cid, m, o, c, a) + p)
-                    for n, m, o, c, a, p in puta_rows
-                ],
+                zip(
+                    repeat(cid),
+                    block.mids,
+                    block.moids,
+                    block.caps,
+                    block.acqs,
+                    block.frame_list(),
+                ),
             )
-        else:
-            put_rows: list[PutRow] = rows
-            params = [
-                (cid, m, o, c, a, head(n + PUT_TO_GET_N, cid, m, o, c, a) + p)
-                for (n, m, o, c, p), a in zip(put_rows, count(acq))
-            ]
-            # Fresh acqs make PUT keys new, and a plain INSERT is 10-20 % faster than an upsert.
-            try:
-                conn.executemany(_INSERT, params)
-            except sqlite3.IntegrityError:
-                # A PUTA stored this very key earlier (a client acq ahead of our clock): last
-                # write wins. Rows inserted before the conflict are simply written again.
-                conn.executemany(_UPSERT, params)
-            acq += len(rows)
+        acq += len(rows)
 
 
 def _begin(conn: sqlite3.Connection) -> None:
@@ -348,12 +345,15 @@ class _SqlitePut(PutTransaction):
         self._last_acq = -1
         self._holding = False
 
-    async def add(self, cid: int, rows: list[PutRow] | list[PutaRow]) -> None:
+    async def add(self, cid: int, rows: Rows) -> None:
         if not rows:
             return
         self._staged.append((cid, rows))
-        # Wire size n plus 64 bytes approximates a staged row with its key tuple.
-        self._staged_bytes += sum(map(_first, rows)) + 64 * len(rows)
+        if isinstance(rows, RecordRun):
+            self._staged_bytes += len(rows.data)
+        else:
+            # Wire size n plus 64 bytes approximates a staged row with its key tuple.
+            self._staged_bytes += sum(map(_first, rows)) + 64 * len(rows)
         if self._staged_bytes < STAGE_LIMIT_BYTES:
             return
         if not self._streaming:
