@@ -15,7 +15,6 @@ the per-record path.
 
 from __future__ import annotations
 
-import struct
 from array import array
 from itertools import accumulate, pairwise
 from operator import itemgetter
@@ -101,13 +100,19 @@ class FrameBlock:
     def __len__(self) -> int:
         return len(self.caps)
 
-    def frame_list(self) -> list[bytes]:
-        """Each frame as its own bytes object (what a SQL row stores)."""
+    def frame_list(self) -> list[bytearray]:
+        """Each frame as its own object, for SQL rows.
+
+        ``bytearray``, not ``bytes``: Python's sqlite3 binds a bytearray directly, while a
+        bytes parameter first goes through the adaptation protocol (two failed attribute
+        lookups per value), about a fifth of an insert's cost.
+        """
+        frames = self.frames if isinstance(self.frames, bytearray) else bytearray(self.frames)
         if self.size:
-            return list(map(_first, struct.iter_unpack(f"{self.size}s", self.frames)))
+            size = self.size
+            return [frames[i : i + size] for i in range(0, len(frames), size)]
         assert self.offsets is not None
-        frames, offsets = self.frames, self.offsets
-        return [bytes(frames[a:b]) for a, b in pairwise(offsets)]
+        return [frames[a:b] for a, b in pairwise(self.offsets)]
 
 
 Unit = Literal["i", "B"]
