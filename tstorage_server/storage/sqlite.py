@@ -21,7 +21,7 @@ import itertools
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
 from operator import itemgetter
@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar
 from tstorage_client.protocol.server import RecordRun
 from tstorage_client.record import Key
 from tstorage_server.acq import AcqClock
+from tstorage_server.gcpause import gc_paused
 from tstorage_server.rules import Rows
 from tstorage_server.storage.base import NO_ACQ_RANGE, PutTransaction, Storage
 from tstorage_server.storage.frames import build_block
@@ -202,15 +203,15 @@ class SqliteStorage(Storage):
         loop = asyncio.get_running_loop()
         conn = await loop.run_in_executor(self._read_threads, self._borrow_reader)
         # One read transaction for the whole GET: a consistent snapshot across sub-queries.
-        rows = _fetch_rows(conn, key_min, key_max)
+        box = _BoxRead(conn, key_min, key_max)
         try:
             while True:
-                chunk = await loop.run_in_executor(self._read_threads, _next_chunk, rows)
+                chunk = await loop.run_in_executor(self._read_threads, box.next_chunk)
                 if not chunk:
                     break
                 yield chunk
         finally:
-            await loop.run_in_executor(self._read_threads, _finish_read, rows, conn)
+            await loop.run_in_executor(self._read_threads, box.finish)
             self._return_reader(conn)
 
     async def close(self) -> None:
@@ -240,28 +241,43 @@ def _lock_directory(data_dir: str) -> int:
     return fd
 
 
-def _fetch_rows(
-    conn: sqlite3.Connection, key_min: Key, key_max: Key
-) -> Generator[bytes, None, None]:
-    """All rows of the box from one read transaction (lazily: a generator driven in chunks)."""
-    conn.execute("BEGIN")
-    for sql, params in box_queries(key_min, key_max):
-        cursor = conn.execute(sql, params)
-        while True:
-            batch = cursor.fetchmany(READ_CHUNK_ROWS)
-            if not batch:
-                break
-            yield from map(_first, batch)
+class _BoxRead:
+    """The frames of a box from one read transaction, a chunk of rows at a time.
 
+    A chunk is one ``fetchmany`` joined at C speed; the GC is paused meanwhile, as every
+    fetched row is a fresh tuple (collections would only traverse rows about to be freed).
+    """
 
-def _next_chunk(frames: Iterator[bytes]) -> bytes:
-    return b"".join(itertools.islice(frames, READ_CHUNK_ROWS))
+    def __init__(self, conn: sqlite3.Connection, key_min: Key, key_max: Key) -> None:
+        self._conn = conn
+        self._queries = box_queries(key_min, key_max)
+        self._cursor: sqlite3.Cursor | None = None
+        self._begun = False
 
+    def next_chunk(self) -> bytes:
+        """The next frames (up to ``READ_CHUNK_ROWS`` rows), or b"" when the box is done."""
+        with gc_paused():
+            if not self._begun:
+                self._conn.execute("BEGIN")
+                self._begun = True
+            while True:
+                if self._cursor is None:
+                    query = next(self._queries, None)
+                    if query is None:
+                        return b""
+                    self._cursor = self._conn.execute(*query)
+                rows = self._cursor.fetchmany(READ_CHUNK_ROWS)
+                if rows:
+                    return b"".join(map(_first, rows))
+                self._cursor = None
 
-def _finish_read(rows: Generator[bytes, None, None], conn: sqlite3.Connection) -> None:
-    rows.close()
-    if conn.in_transaction:
-        conn.execute("COMMIT")
+    def finish(self) -> None:
+        """End the read transaction (also when the GET was abandoned)."""
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
 
 
 Batches = list[tuple[int, Rows]]
