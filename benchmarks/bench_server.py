@@ -195,6 +195,7 @@ def run_targets(records: int, repeat: int) -> None:
     )
     print(f"start: {load()}")
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in TARGETS}
+    rss_after: dict[str, int] = {}
     for label in ("memory", "SQLite"):
         with (
             tempfile.TemporaryDirectory() as tmp,
@@ -239,7 +240,10 @@ def run_targets(records: int, repeat: int) -> None:
                         f"  ({wall:.3f} s, server CPU {cpu:.2f} s)",
                         flush=True,
                     )
+            rss_after[label] = watch.server.memory_info().rss
     print(f"end: {load()}")
+    for label, rss in rss_after.items():
+        print(f"server RSS after {repeat} x {records:,} records, {label}: {rss / 2**20:,.0f} MiB")
     print()
     print("| figure | target | median rec/s (wall) | range | median server CPU s | verdict |")
     print("|---|---:|---:|---:|---:|---|")
