@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psutil
 
@@ -166,6 +166,17 @@ def run_channel(label: str, watch: Stopwatch, port: int, records: int, put_size:
         ]
 
 
+def backends() -> Iterator[tuple[str, int, Stopwatch]]:
+    """(label, port, stopwatch) of a fresh server per backend, memory then SQLite."""
+    for label in ("memory", "SQLite"):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            ServerProcess(None if label == "memory" else tmp) as server,
+        ):
+            assert server.process is not None
+            yield label, server.port, Stopwatch(server.process.pid)
+
+
 TARGETS = {
     "PUT ingest, memory": 1_000_000,
     "PUT ingest, SQLite": 500_000,
@@ -196,51 +207,44 @@ def run_targets(records: int, repeat: int) -> None:
     print(f"start: {load()}")
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in TARGETS}
     rss_after: dict[str, int] = {}
-    for label in ("memory", "SQLite"):
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            ServerProcess(None if label == "memory" else tmp) as server,
-        ):
-            assert server.process is not None
-            watch = Stopwatch(server.process.pid)
-            port = server.port
-            for run in range(repeat):
-                cid = 10 + run  # a fresh cid per run: every PUT is new data, every GET its own
-                request = encode_put(0, records, cid)
-                get_request = (
-                    HEADER.pack(RequestType.GET, 64)
-                    + KEY.pack(cid, *Key.min()[1:])
-                    + KEY.pack(cid + 1, *Key.max()[1:])
+    for label, port, watch in backends():
+        for run in range(repeat):
+            cid = 10 + run  # a fresh cid per run: every PUT is new data, every GET its own
+            request = encode_put(0, records, cid)
+            get_request = (
+                HEADER.pack(RequestType.GET, 64)
+                + KEY.pack(cid, *Key.min()[1:])
+                + KEY.pack(cid + 1, *Key.max()[1:])
+            )
+            get_size = 12 + records * (4 + 32 + len(PAYLOAD)) + 4 + 12 + 8
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+
+                def put(sock: socket.socket = sock, request: bytes = request) -> None:
+                    sock.sendall(request)
+                    recv_exactly(sock, 12 + 16)
+
+                def get(
+                    sock: socket.socket = sock,
+                    request: bytes = get_request,
+                    size: int = get_size,
+                ) -> None:
+                    sock.sendall(request)
+                    recv_exactly(sock, size)
+
+                put_time = timed(watch, put)
+                get_time = timed(watch, get)
+            results[f"PUT ingest, {label}"].append(put_time)
+            results[f"GET, {label}"].append(get_time)
+            for name, (wall, cpu) in (
+                (f"PUT ingest, {label}", put_time),
+                (f"GET, {label}", get_time),
+            ):
+                print(
+                    f"  run {run + 1}: {name:<20} {records / wall:>12,.0f} rec/s wall"
+                    f"  ({wall:.3f} s, server CPU {cpu:.2f} s)",
+                    flush=True,
                 )
-                get_size = 12 + records * (4 + 32 + len(PAYLOAD)) + 4 + 12 + 8
-                with socket.create_connection(("127.0.0.1", port)) as sock:
-
-                    def put(sock: socket.socket = sock, request: bytes = request) -> None:
-                        sock.sendall(request)
-                        recv_exactly(sock, 12 + 16)
-
-                    def get(
-                        sock: socket.socket = sock,
-                        request: bytes = get_request,
-                        size: int = get_size,
-                    ) -> None:
-                        sock.sendall(request)
-                        recv_exactly(sock, size)
-
-                    put_time = timed(watch, put)
-                    get_time = timed(watch, get)
-                results[f"PUT ingest, {label}"].append(put_time)
-                results[f"GET, {label}"].append(get_time)
-                for name, (wall, cpu) in (
-                    (f"PUT ingest, {label}", put_time),
-                    (f"GET, {label}", get_time),
-                ):
-                    print(
-                        f"  run {run + 1}: {name:<20} {records / wall:>12,.0f} rec/s wall"
-                        f"  ({wall:.3f} s, server CPU {cpu:.2f} s)",
-                        flush=True,
-                    )
-            rss_after[label] = watch.server.memory_info().rss
+        rss_after[label] = watch.server.memory_info().rss
     print(f"end: {load()}")
     for label, rss in rss_after.items():
         print(f"server RSS after {repeat} x {records:,} records, {label}: {rss / 2**20:,.0f} MiB")
@@ -274,17 +278,11 @@ def main() -> None:
     )
     print("| workload | records | wall s | records/s | server CPU s | records/server-CPU-s |")
     print("|---|---:|---:|---:|---:|---:|")
-    for label in ("memory", "SQLite"):
-        # One fresh server per backend; the raw client writes cid 1, the Channel cid 2.
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            ServerProcess(None if label == "memory" else tmp) as server,
-        ):
-            assert server.process is not None
-            watch = Stopwatch(server.process.pid)
-            for run in (run_raw, run_channel):
-                for line in run(label, watch, server.port, args.records, args.put_size):
-                    print(line, flush=True)
+    # One fresh server per backend; the raw client writes cid 1, the Channel cid 2.
+    for label, port, watch in backends():
+        for run in (run_raw, run_channel):
+            for line in run(label, watch, port, args.records, args.put_size):
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from array import array
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from server_raw import split_frames
 
 from tstorage_client.protocol.server import (
     NEED_DATA,
@@ -123,13 +124,7 @@ async def answers(storage: Storage, requests, boxes) -> tuple[list, list]:
     out = []
     for low, high, (acq_lo, acq_hi) in boxes:
         key_min, key_max = Key(*low, acq_lo), Key(*high, acq_hi)
-        data = b"".join([c async for c in storage.read(key_min, key_max)])
-        got, pos = [], 0
-        while pos < len(data):
-            n, *key = FRAME.unpack_from(data, pos)
-            got.append((tuple(key), data[pos + 36 : pos + 4 + n]))
-            pos += 4 + n
-        out.append(got)
+        out.append(split_frames(b"".join([c async for c in storage.read(key_min, key_max)])))
     await storage.close()
     return ranges, out
 
