@@ -28,6 +28,7 @@ __all__ = [
     "FrameBlock",
     "build_block",
     "progression",
+    "rows_block",
     "series_period",
     "wire_columns",
 ]
@@ -180,10 +181,11 @@ def build_block(
         assert isinstance(rows, RecordRun)
         return _from_run(cid, rows, first_acq, start, step, put_acqs, with_ids)
     listed: list[Any] = list(rows)
-    if start or step != 1:
-        acq = None if first_acq is None else first_acq + start
-        return _from_rows(cid, listed[start::step], acq, step)
-    return _from_rows(cid, listed, first_acq, 1)
+    acqs = None
+    if first_acq is not None:
+        acqs = put_acqs if put_acqs is not None else progression(first_acq, len(listed))
+        acqs = acqs[start::step]
+    return rows_block(cid, listed[start::step], acqs)
 
 
 def _from_run(
@@ -239,15 +241,14 @@ def _from_run(
     return FrameBlock(cid, frames, size, None, mids, moids, caps, acqs)
 
 
-def _from_rows(cid: int, rows: list[Any], first_acq: int | None, step: int) -> FrameBlock:
-    """Per-record packing: ``first_acq`` is the first row's acq, later rows add ``step``."""
+def rows_block(cid: int, rows: list[Any], acqs: array[int] | None) -> FrameBlock:
+    """Per-record packing of decoded rows: PUT rows with their ``acqs``, or PUTA rows (None)."""
     head = RECORD_HEAD.pack
     extra = _HEAD_SIZE - 4
-    if first_acq is None:
+    if acqs is None:
         acqs = array("q", map(_puta_acq, rows))
         parts = [head(len(p) + extra, cid, m, o, c, a) + p for _, m, o, c, a, p in rows]
     else:
-        acqs = progression(first_acq, len(rows) * step)[::step]
         parts = [
             head(len(p) + extra, cid, m, o, c, a) + p
             for (_, m, o, c, p), a in zip(rows, acqs, strict=True)

@@ -33,6 +33,7 @@ from tstorage_server.storage.frames import (
     FrameBlock,
     build_block,
     progression,
+    rows_block,
     series_period,
     wire_columns,
 )
@@ -164,24 +165,46 @@ class MemoryStorage(Storage):
         or PUTA rows (``first_acq`` None) with their own acqs (upsert: a repeated key wins)."""
         if not rows:
             return
-        if isinstance(rows, RecordRun):
-            mids, moids = wire_columns(rows)
-            period = series_period(mids, moids)
-            if period:
-                put_acqs = None
-                if first_acq is not None:
-                    put_acqs = progression(first_acq, len(rows))
-                blocks = [
-                    build_block(
-                        cid, rows, first_acq, start, period, put_acqs=put_acqs, with_ids=False
-                    )
-                    for start in range(period)
-                ]
-                self._note_acqs(first_acq, len(rows), blocks)
-                for start, block in enumerate(blocks):
-                    self._series_of(cid, mids[start], moids[start]).extend(block)
-                return
-        self._store_mixed(build_block(cid, rows, first_acq), first_acq)
+        if not isinstance(rows, RecordRun):
+            self._store_rows(cid, rows, first_acq)
+            return
+        mids, moids = wire_columns(rows)
+        period = series_period(mids, moids)
+        if not period:
+            self._store_mixed(build_block(cid, rows, first_acq), first_acq)
+            return
+        put_acqs = None if first_acq is None else progression(first_acq, len(rows))
+        blocks = [
+            build_block(cid, rows, first_acq, start, period, put_acqs=put_acqs, with_ids=False)
+            for start in range(period)
+        ]
+        self._note_acqs(first_acq, len(rows), blocks)
+        for start, block in enumerate(blocks):
+            self._series_of(cid, mids[start], moids[start]).extend(block)
+
+    def _store_rows(self, cid: int, rows: list[Any], first_acq: int | None) -> None:
+        """Decoded rows (mixed sizes): grouped by series first, then packed per series."""
+        groups: dict[tuple[int, int], tuple[list[Any], list[int]]] = {}
+        if first_acq is None:
+            for row in rows:
+                group = groups.get((row[1], row[2]))
+                if group is None:
+                    group = groups[(row[1], row[2])] = ([], [])
+                group[0].append(row)
+        else:
+            for row, acq in zip(rows, range(first_acq, first_acq + len(rows)), strict=True):
+                group = groups.get((row[1], row[2]))
+                if group is None:
+                    group = groups[(row[1], row[2])] = ([], [])
+                group[0].append(row)
+                group[1].append(acq)
+        blocks = {
+            sid: rows_block(cid, part, None if first_acq is None else array("q", acqs))
+            for sid, (part, acqs) in groups.items()
+        }
+        self._note_acqs(first_acq, len(rows), list(blocks.values()))
+        for (mid, moid), block in blocks.items():
+            self._series_of(cid, mid, moid).extend(block)
 
     def _note_acqs(self, first_acq: int | None, count: int, blocks: list[FrameBlock]) -> None:
         """Widen the bounds of the acqs stored by those of a batch."""
@@ -194,7 +217,7 @@ class MemoryStorage(Storage):
         self._acq_hi = max(self._acq_hi, high)
 
     def _store_mixed(self, block: FrameBlock, first_acq: int | None) -> None:
-        """Split a block of several series in no fixed order, record by record."""
+        """Split a block of fixed-size frames of several series in no fixed order."""
         self._note_acqs(first_acq, len(block), [block])
         groups: dict[tuple[int, int], list[int]] = {}
         for index, sid in enumerate(zip(block.mids, block.moids, strict=True)):
@@ -207,22 +230,16 @@ class MemoryStorage(Storage):
             ((mid, moid),) = groups
             self._series_of(block.cid, mid, moid).extend(block)
             return
-        frames, size, offsets = block.frames, block.size, block.offsets
-        caps, acqs = block.caps, block.acqs
-        with memoryview(frames) as view:
+        size, caps, acqs = block.size, block.caps, block.acqs
+        assert size, "a record run has frames of one size"
+        with memoryview(block.frames) as view:
             for (mid, moid), indexes in groups.items():
-                if size:
-                    parts = [view[i * size : i * size + size] for i in indexes]
-                    part_offsets = None
-                else:
-                    assert offsets is not None
-                    parts = [view[offsets[i] : offsets[i + 1]] for i in indexes]
-                    part_offsets = array("q", accumulate(map(len, parts), initial=0))
+                parts = [view[i * size : i * size + size] for i in indexes]
                 part = FrameBlock(
                     block.cid,
                     b"".join(parts),
                     size,
-                    part_offsets,
+                    None,
                     array("q"),
                     array("i"),
                     array("q", [caps[i] for i in indexes]),
