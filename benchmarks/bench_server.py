@@ -1,8 +1,16 @@
 """Benchmark of tstorage-server: PUT ingest and GET throughput, records per second.
 
-    .venv/bin/python benchmarks/bench_server.py [--records 1000000] [--put-size 100000]
+    .venv/bin/python benchmarks/bench_server.py                 # issue 14 targets, 5 runs each
+    .venv/bin/python benchmarks/bench_server.py --table [--records 1000000] [--put-size 100000]
 
-The server runs as a subprocess (its own interpreter and GIL, as in production). Two clients:
+Default ("targets"): for each backend one server; every run PUTs ONE request of ``--records``
+records (8-byte ``<d`` payloads, spread over 100 meters, a fresh cid per run) through a raw
+socket, then GETs exactly those records back; prints every run, then the median and range per
+figure against the targets (memory ingest >= 1 M rec/s, SQLite ingest >= 500 k rec/s, GET >=
+2 M rec/s).
+
+``--table`` is the older per-workload table (issue 3). The server runs as a subprocess (its
+own interpreter and GIL, as in production). Two clients:
 "raw socket" sends pre-encoded request bytes and reads the response bytes without decoding,
 so it measures the server alone; "Channel" is the project's client (tstorage_client.channel)
 building Records and decoding them, i.e. what an integrator sees end to end.
@@ -13,12 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sqlite3
+import statistics
 import struct
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psutil
 
@@ -156,28 +166,123 @@ def run_channel(label: str, watch: Stopwatch, port: int, records: int, put_size:
         ]
 
 
+def backends() -> Iterator[tuple[str, int, Stopwatch]]:
+    """(label, port, stopwatch) of a fresh server per backend, memory then SQLite."""
+    for label in ("memory", "SQLite"):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            ServerProcess(None if label == "memory" else tmp) as server,
+        ):
+            assert server.process is not None
+            yield label, server.port, Stopwatch(server.process.pid)
+
+
+TARGETS = {
+    "PUT ingest, memory": 1_000_000,
+    "PUT ingest, SQLite": 500_000,
+    "GET, memory": 2_000_000,
+    "GET, SQLite": 2_000_000,
+}
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timed(watch: Stopwatch, func: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds and server CPU seconds of ``func``."""
+    cpu = watch._cpu()
+    start = time.perf_counter()
+    func()
+    wall = time.perf_counter() - start
+    return wall, watch._cpu() - cpu
+
+
+def run_targets(records: int, repeat: int) -> None:
+    """One large PUT, then a GET of it, ``repeat`` times per backend; medians against targets."""
+    print(
+        f"nproc={os.cpu_count()} python={sys.version.split()[0]} sqlite={sqlite3.sqlite_version} "
+        f"records per PUT={records:,} payload={len(PAYLOAD)} B series={SERIES} runs={repeat}"
+    )
+    print(f"start: {load()}")
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in TARGETS}
+    rss_after: dict[str, int] = {}
+    for label, port, watch in backends():
+        for run in range(repeat):
+            cid = 10 + run  # a fresh cid per run: every PUT is new data, every GET its own
+            request = encode_put(0, records, cid)
+            get_request = (
+                HEADER.pack(RequestType.GET, 64)
+                + KEY.pack(cid, *Key.min()[1:])
+                + KEY.pack(cid + 1, *Key.max()[1:])
+            )
+            get_size = 12 + records * (4 + 32 + len(PAYLOAD)) + 4 + 12 + 8
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+
+                def put(sock: socket.socket = sock, request: bytes = request) -> None:
+                    sock.sendall(request)
+                    recv_exactly(sock, 12 + 16)
+
+                def get(
+                    sock: socket.socket = sock,
+                    request: bytes = get_request,
+                    size: int = get_size,
+                ) -> None:
+                    sock.sendall(request)
+                    recv_exactly(sock, size)
+
+                put_time = timed(watch, put)
+                get_time = timed(watch, get)
+            results[f"PUT ingest, {label}"].append(put_time)
+            results[f"GET, {label}"].append(get_time)
+            for name, (wall, cpu) in (
+                (f"PUT ingest, {label}", put_time),
+                (f"GET, {label}", get_time),
+            ):
+                print(
+                    f"  run {run + 1}: {name:<20} {records / wall:>12,.0f} rec/s wall"
+                    f"  ({wall:.3f} s, server CPU {cpu:.2f} s)",
+                    flush=True,
+                )
+        rss_after[label] = watch.server.memory_info().rss
+    print(f"end: {load()}")
+    for label, rss in rss_after.items():
+        print(f"server RSS after {repeat} x {records:,} records, {label}: {rss / 2**20:,.0f} MiB")
+    print()
+    print("| figure | target | median rec/s (wall) | range | median server CPU s | verdict |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, target in TARGETS.items():
+        rates = [records / wall for wall, _ in results[name]]
+        cpus = [cpu for _, cpu in results[name]]
+        median = statistics.median(rates)
+        verdict = "met" if median >= target else "NOT met"
+        print(
+            f"| {name} | >= {target:,} | {median:,.0f} | {min(rates):,.0f} - {max(rates):,.0f} "
+            f"| {statistics.median(cpus):.2f} | {verdict} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--put-size", type=int, default=100_000, help="records per PUT request")
+    parser.add_argument("--put-size", type=int, default=100_000, help="records per PUT (--table)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (targets)")
+    parser.add_argument("--table", action="store_true", help="the issue-3 per-workload table")
     args = parser.parse_args()
+    if not args.table:
+        run_targets(args.records, args.repeat)
+        return
     print(
         f"nproc={os.cpu_count()} python={sys.version.split()[0]} records={args.records:,} "
         f"put_size={args.put_size:,} payload={len(PAYLOAD)} B"
     )
     print("| workload | records | wall s | records/s | server CPU s | records/server-CPU-s |")
     print("|---|---:|---:|---:|---:|---:|")
-    for label in ("memory", "SQLite"):
-        # One fresh server per backend; the raw client writes cid 1, the Channel cid 2.
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            ServerProcess(None if label == "memory" else tmp) as server,
-        ):
-            assert server.process is not None
-            watch = Stopwatch(server.process.pid)
-            for run in (run_raw, run_channel):
-                for line in run(label, watch, server.port, args.records, args.put_size):
-                    print(line, flush=True)
+    # One fresh server per backend; the raw client writes cid 1, the Channel cid 2.
+    for label, port, watch in backends():
+        for run in (run_raw, run_channel):
+            for line in run(label, watch, port, args.records, args.put_size):
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

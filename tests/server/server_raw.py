@@ -24,6 +24,9 @@ KEY_MAX = (2**31 - 1, 2**63 - 1, 2**31 - 1, 2**63 - 1, 2**63 - 1)
 Key5 = tuple[int, int, int, int, int]
 
 
+GET_FRAME = struct.Struct("<iiqiqq")  # n, then the 32-byte key
+
+
 def vectors() -> dict[str, dict]:
     """The protocol vectors (tests/data/tstorage-vectors.json) by name."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +61,16 @@ def encode_put(records: Iterable[tuple[Sequence[int], bytes]], with_acq: bool = 
         out.append(struct.pack("<ii", cid, len(record)) + record)
     out.append(I32.pack(-1))
     return b"".join(out)
+
+
+def split_frames(data: bytes) -> list[tuple[tuple[int, ...], bytes]]:
+    """(key, payload) of each GET record frame in ``data`` (frames back to back)."""
+    out, pos = [], 0
+    while pos < len(data):
+        n, *key = GET_FRAME.unpack_from(data, pos)
+        out.append((tuple(key), data[pos + 36 : pos + 4 + n]))
+        pos += 4 + n
+    return out
 
 
 @dataclass

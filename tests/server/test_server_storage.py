@@ -7,6 +7,7 @@ import sqlite3
 import struct
 
 import pytest
+from server_raw import split_frames
 
 from tstorage_client.record import Key
 from tstorage_server.storage import memory as memory_storage
@@ -43,13 +44,7 @@ async def write(storage: Storage, cid: int, rows, with_acq: bool = False) -> tup
 
 
 async def read(storage: Storage, key_min: Key = ALL[0], key_max: Key = ALL[1]) -> list[tuple]:
-    data = b"".join([chunk async for chunk in storage.read(key_min, key_max)])
-    out, pos = [], 0
-    while pos < len(data):
-        n, *key = FRAME.unpack_from(data, pos)
-        out.append((tuple(key), data[pos + 36 : pos + 4 + n]))
-        pos += 4 + n
-    return out
+    return split_frames(b"".join([chunk async for chunk in storage.read(key_min, key_max)]))
 
 
 async def test_out_of_order_writes_read_back_in_key_order(storage: Storage) -> None:

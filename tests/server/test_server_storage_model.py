@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import struct
 import tempfile
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from server_raw import split_frames
 
 from tstorage_client.record import Key
 from tstorage_server.storage.base import Storage
 from tstorage_server.storage.memory import MemoryStorage
 from tstorage_server.storage.sqlite import SqliteStorage
 
-FRAME = struct.Struct("<iiqiqq")
 small = st.integers(0, 3)
 key = st.tuples(small, small, small, small, small)
 request = st.lists(st.tuples(key, st.binary(max_size=3)), min_size=1, max_size=12)
@@ -33,12 +32,7 @@ async def run(storage: Storage, requests, boxes) -> list[list[tuple]]:
     answers = []
     for key_min, key_max in boxes:
         data = b"".join([c async for c in storage.read(Key(*key_min), Key(*key_max))])
-        out, pos = [], 0
-        while pos < len(data):
-            n, *k = FRAME.unpack_from(data, pos)
-            out.append((tuple(k), data[pos + 36 : pos + 4 + n]))
-            pos += 4 + n
-        answers.append(out)
+        answers.append(split_frames(data))
     await storage.close()
     return answers
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator
 
-from tstorage_client.protocol.server import PutaRow, PutRow
 from tstorage_client.record import Key
 from tstorage_server.acq import AcqClock
+from tstorage_server.rules import Rows
 
 __all__ = ["NO_ACQ_RANGE", "PutTransaction", "Storage"]
 
@@ -22,10 +22,11 @@ class PutTransaction(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def add(self, cid: int, rows: list[PutRow] | list[PutaRow]) -> None:
+    async def add(self, cid: int, rows: Rows) -> None:
         """Add storable rows of one cid (already filtered by the server rules).
 
-        Rows are PUT rows for a PUT transaction and PUTA rows for a PUTA one.
+        Rows are PUT rows for a PUT transaction and PUTA rows for a PUTA one: decoded row
+        tuples, or a :class:`~tstorage_client.protocol.server.RecordRun` still in wire form.
         """
 
     @abc.abstractmethod
