@@ -37,7 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--idle-timeout", type=float, default=300.0, help="close silent connections (seconds)"
     )
-    parser.add_argument("--max-connections", type=int, default=1024)
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="connections served at once; beyond it a client gets an error and is closed "
+        "(default 1024; each may buffer one 32 MiB record)",
+    )
     parser.add_argument(
         "--frame-timeout",
         type=float,
@@ -58,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
     parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
-    parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="log lines as JSON or for a terminal (default auto: console on a terminal)",
+    )
     return parser
 
 
