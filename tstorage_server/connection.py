@@ -42,12 +42,31 @@ _limiter = LogLimiter()
 
 def log_limited(level: str, event: str, **fields: Any) -> None:
     """Log a per-connection event unless too many of its kind came just now."""
-    suppressed = _limiter.allow(event, time.monotonic())
+    now = time.monotonic()
+    suppressed = _limiter.allow(event, now)
     if suppressed is None:
+        count, window_end = _limiter.pending(event)
+        if count == 1:  # the first one left out: say how many at the end of the window
+            with contextlib.suppress(RuntimeError):  # no running loop: the next event says it
+                asyncio.get_running_loop().call_later(
+                    max(0.0, window_end - now), _report_suppressed, level, event
+                )
         return
     if suppressed:
         fields["suppressed"] = suppressed
     getattr(log, level)(event, **fields)
+
+
+def _report_suppressed(level: str, event: str) -> None:
+    """At the end of a window: the count of ``event``s left out, unless an event took it."""
+    count = _limiter.take(event)
+    if count:
+        getattr(log, level)(
+            "log_events_suppressed",
+            suppressed_event=event,
+            suppressed=count,
+            period_s=_limiter.period,
+        )
 
 
 class _RequestFailed(Exception):

@@ -54,7 +54,9 @@ class LogLimiter:
 
     Per-connection events (open, close, failed request) of a flood of connections would
     otherwise write hundreds of bytes each: the first event after a quiet period carries
-    ``suppressed=n`` for what was left out.
+    ``suppressed=n`` for what was left out. When no such event follows (the flood simply
+    ended), :func:`tstorage_server.connection.log_limited` reports the count when the window
+    closes, as ``log_events_suppressed``.
     """
 
     def __init__(self, burst: int = 20, period: float = 10.0) -> None:
@@ -71,4 +73,16 @@ class LogLimiter:
             self._windows[name] = (start, logged, suppressed + 1)
             return None
         self._windows[name] = (start, logged + 1, 0)
+        return suppressed
+
+    def pending(self, name: str) -> tuple[int, float]:
+        """Events of ``name`` suppressed so far in its window, and when that window ends."""
+        start, _, suppressed = self._windows.get(name, (0.0, 0, 0))
+        return suppressed, start + self.period
+
+    def take(self, name: str) -> int:
+        """The suppressed count of ``name``, now reported elsewhere (reset to 0)."""
+        start, logged, suppressed = self._windows.get(name, (0.0, 0, 0))
+        if suppressed:
+            self._windows[name] = (start, logged, 0)
         return suppressed
