@@ -139,6 +139,14 @@ def _header(snapshot: Mapping[str, Any], now: float) -> Table:
             link.append("connected" if up else "disconnected", style="green" if up else "red")
     else:
         link = Text("not connected yet", style="yellow")
+    outage: Mapping[str, Any] | None = snapshot.get("outage")
+    if outage:
+        link.append(
+            f" — unreachable for {human_age(outage.get('outage_s', 0))}, "
+            f"{outage.get('failed_attempts', 0)} failed attempts: "
+            f"{outage.get('reason', '?')}: {outage.get('error', '')}",
+            style="red",
+        )
     grid.add_row("TStorage", link)
 
     last = snapshot.get("last_successful_write")

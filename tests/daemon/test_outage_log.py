@@ -88,6 +88,22 @@ def test_an_outage_is_one_line_at_its_start_one_per_interval_and_one_at_its_end(
     assert all(fields.get("rate_limit") is False for level, _, fields in events.seen)
 
 
+def test_describe_is_the_current_outage_for_the_status_document() -> None:
+    log, _, clock = outage_log()
+    log.succeeded(TARGET, tls=False)
+    assert log.describe() is None
+    log.failed(TARGET, REFUSED, retry_in=1.0)
+    clock.now += 95.0
+    log.failed(TARGET, REFUSED, retry_in=2.0)
+    outage = log.describe()
+    assert outage is not None
+    assert (outage["outage_s"], outage["failed_attempts"]) == (95.0, 2)
+    assert (outage["reason"], outage["error"]) == (REFUSED.reason, REFUSED.error)
+    assert isinstance(outage["since"], float)
+    log.succeeded(TARGET, tls=False)
+    assert log.describe() is None
+
+
 def test_connected_once_per_target_and_the_backlog_delivered_after_a_restore() -> None:
     waiting = [0]
     log, events, clock = outage_log(waiting)

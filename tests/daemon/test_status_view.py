@@ -105,6 +105,22 @@ def test_render_flags_a_daemon_that_never_wrote_and_is_not_ready() -> None:
     assert "(no sources)" in text
 
 
+def test_render_shows_how_long_tstorage_has_been_unreachable_and_why() -> None:
+    metrics = Metrics(process_metrics=False)
+    metrics.connection_state("db.example:2025", False)
+    assert metrics.snapshot()["outage"] is None  # no outage log attached: reachable
+    metrics.outage = lambda: {
+        "since": 1_700_000_000.0,
+        "outage_s": 125.4,
+        "reason": "connection_refused",
+        "error": "connection refused: [Errno 111] Connection refused",
+        "failed_attempts": 17,
+    }
+    text = " ".join(text_of(render_status(metrics.snapshot())).split())
+    assert "db.example:2025 disconnected — unreachable for 2m05s, 17 failed attempts" in text
+    assert "connection_refused: connection refused: [Errno 111]" in text
+
+
 async def test_status_command_prints_the_table(
     daemon: ObservabilityServer,
 ) -> None:

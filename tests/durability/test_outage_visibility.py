@@ -133,6 +133,7 @@ def test_the_first_failure_names_its_real_cause(
         with DaemonProcess(cfg) as daemon:
             started = daemon.wait_for_event("tstorage_outage_started")
             wait_until(lambda: daemon.events("tstorage_outage_continuing"), what="a second line")
+            outage = daemon.status()["outage"]  # /status (and `tstoraged status`) say it too
             assert daemon.terminate() == 0
     finally:
         if server is not None:
@@ -148,6 +149,10 @@ def test_the_first_failure_names_its_real_cause(
     assert expected in started["error"], started
     assert started["target"] == f"127.0.0.1:{port}"
     assert daemon.events("tstorage_outage_continuing")[0]["reason"] == cause
+    assert outage["reason"] == cause, outage
+    assert expected in outage["error"], outage
+    assert outage["failed_attempts"] >= 2
+    assert outage["outage_s"] > 0
     assert daemon.events("tstorage_connected") == []
 
 

@@ -193,6 +193,9 @@ class Metrics:
         self.batches_written = 0
         self.bytes_written = 0
         self.retries = 0
+        self.outage: Callable[[], dict[str, Any] | None] = lambda: None
+        """The current TStorage outage for ``/status`` (set by the runtime to the writer's
+        outage log), or None while TStorage is reachable."""
         self.last_successful_write: float | None = None
         self._define(self.registry)
         self._plugin_families = PluginMetricFamilies(self.registry)
@@ -499,6 +502,7 @@ class Metrics:
             "sources": sources,
             "queue": {"records": self._queue[0], "bytes": self._queue[1]},
             "connections": dict(self._connections),
+            "outage": self.outage(),
             "last_successful_write": self.last_successful_write,
             "batches_written": self.batches_written,
             "bytes_written": self.bytes_written,

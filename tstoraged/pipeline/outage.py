@@ -135,6 +135,20 @@ class OutageLog:
         """The cause of the latest failed attempt of the current outage."""
         return self._last_cause if self._outage_logged else None
 
+    def describe(self) -> dict[str, Any] | None:
+        """The current outage for ``/status`` (None while TStorage is reachable): since when
+        (Unix time), for how long, the latest cause and the failed attempts so far."""
+        outage_s, cause = self.outage_s, self.last_cause
+        if outage_s is None or cause is None:
+            return None
+        return {
+            "since": round(time.time() - outage_s, 3),
+            "outage_s": round(outage_s, 1),
+            "reason": cause.reason,
+            "error": cause.error,
+            "failed_attempts": self._failures,
+        }
+
     def failed(self, target: str, cause: Cause, *, retry_in: float | None) -> None:
         """An attempt to write to ``target`` failed transiently (it will be retried)."""
         now = self._clock()

@@ -154,6 +154,7 @@ class Daemon:
             observer=self.metrics,
             stage=stage,
         )
+        self.metrics.outage = self.pipeline.writer.outage.describe
         self._pipeline_task = self.pipeline.start()
         self.supervisor = SourceSupervisor(self._make_source, self.metrics)
         background: list[asyncio.Task[None]] = []
