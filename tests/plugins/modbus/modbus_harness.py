@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import re
 import shutil
 import struct
@@ -146,6 +147,27 @@ class Running:
     port: int = 0
 
 
+SHUTDOWN_S = 20.0
+
+
+async def _shutdown(server: ModbusTcpServer | ModbusSerialServer) -> None:
+    """Stop a simulator; one that does not stop is reported with where every task waits."""
+    try:
+        await asyncio.wait_for(server.shutdown(), SHUTDOWN_S)
+    except TimeoutError:
+        raise AssertionError(
+            f"the pymodbus simulator did not shut down within {SHUTDOWN_S:g} s:\n" + task_stacks()
+        ) from None
+
+
+def task_stacks() -> str:
+    """Where each task of the running loop is waiting (for a hang's failure message)."""
+    out = io.StringIO()
+    for each in asyncio.all_tasks():
+        each.print_stack(file=out)
+    return out.getvalue()
+
+
 @contextlib.asynccontextmanager
 async def tcp_server(
     *units: Unit, framer: FramerType = FramerType.SOCKET
@@ -161,7 +183,7 @@ async def tcp_server(
     finally:
         for unit in units:
             unit.release()
-        await server.shutdown()
+        await _shutdown(server)
 
 
 @contextlib.asynccontextmanager
@@ -181,7 +203,7 @@ async def serial_server(port: str, *units: Unit, baudrate: int = 19200) -> Async
     finally:
         for unit in units:
             unit.release()
-        await server.shutdown()
+        await _shutdown(server)
 
 
 class PtyPair:

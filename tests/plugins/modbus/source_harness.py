@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from modbus_harness import task_stacks
 from tstoraged_modbus import ModbusConfig, ModbusSource
 
 from tstorage_client.record import Record
@@ -45,6 +46,12 @@ async def running(
         yield source, context
     finally:
         task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=DEADLINE_S)
+        if not done:  # a stop that hangs is a bug: say where every task is
+            raise AssertionError(
+                f"the source did not stop within {DEADLINE_S:g} s of its cancellation:\n"
+                + task_stacks()
+            )
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
