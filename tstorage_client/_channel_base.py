@@ -226,3 +226,14 @@ class _ChannelMixin(Generic[T]):
         except (struct.error, TypeError):
             return None
         return get_acq_operation(request)
+
+
+def tcp_port(port: int) -> int:
+    """``port`` if a TCP connection can be made to it; else OSError (connect answers ERROR).
+
+    The socket layer would wrap a port above 65535 (``getaddrinfo`` takes it modulo 65536:
+    port 70000 reached whatever listens on 4464), and asyncio raised OverflowError.
+    """
+    if isinstance(port, int) and not 0 < port <= 65535:
+        raise OSError(f"port {port} is out of range (1-65535)")
+    return port

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tstorage_client._channel_base import RECV_SIZE
+from tstorage_client._channel_base import RECV_SIZE, tcp_port
 
 __all__ = ["AsyncTransport", "RequestLock", "deliver", "open_transport"]
 
@@ -74,7 +74,7 @@ async def open_transport(
         async with asyncio.timeout(connect_timeout):
             reader, writer = await asyncio.open_connection(
                 host,
-                port,
+                tcp_port(port),
                 ssl=ssl_context,
                 server_hostname=server_hostname if ssl_context is not None else None,
                 limit=_READER_LIMIT,

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from tstorage_client._channel_base import tcp_port
+
 __all__ = ["RequestLock", "Transport", "deliver", "open_transport"]
 
 
@@ -66,7 +68,7 @@ def open_transport(
 
     ``io_timeout`` then bounds each read and write of the transport.
     """
-    sock = socket.create_connection((host, port), timeout=connect_timeout)
+    sock = socket.create_connection((host, tcp_port(port)), timeout=connect_timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ssl_context is not None:

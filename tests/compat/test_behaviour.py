@@ -56,6 +56,15 @@ async def test_connect_never_raises_even_for_a_port_out_of_range(
     assert not channel.connected
 
 
+async def test_a_port_above_65535_does_not_reach_the_port_it_wraps_to(
+    server: RunningServer, channel_class: type[Any]
+) -> None:
+    # getaddrinfo takes the port modulo 65536: before, this connected to the server itself.
+    channel = channel_class(server.host, server.port + 65536, INT)
+    assert await call(channel.connect()) == Response(ResponseStatus.ERROR)
+    assert not channel.connected
+
+
 def test_with_connects_closes_and_raises_the_connection_error(server: RunningServer) -> None:
     from tstorage_client.channel import Channel
 
