@@ -173,6 +173,12 @@ def _struct_workload(
     return Workload(name, payload_type, records, _response(rows), count)
 
 
+def _wire_dtype(payload: tuple[str, str]) -> list[tuple[str, str]]:
+    """The numpy layout of GET response records (n, key, payload) for a fixed-size payload."""
+    key = [("cid", "<i4"), ("mid", "<i8"), ("moid", "<i4"), ("cap", "<i8"), ("acq", "<i8")]
+    return [("n", "<i4"), *key, payload]
+
+
 def _numpy_workload(count: int) -> Workload:
     payload_type = NumpyPayloadType("<f8")
     # The payload field: "v0" as in the reference client ("value" in versions before it).
@@ -185,18 +191,7 @@ def _numpy_workload(count: int) -> Workload:
     array["moid"] = np.arange(count) % 100
     array["cap"] = 10**12 + np.arange(count)
     array[value] = np.arange(count) / 2
-    wire = np.zeros(
-        count,
-        [
-            ("n", "<i4"),
-            ("cid", "<i4"),
-            ("mid", "<i8"),
-            ("moid", "<i4"),
-            ("cap", "<i8"),
-            ("acq", "<i8"),
-            (value, "<f8"),
-        ],
-    )
+    wire = np.zeros(count, _wire_dtype((value, "<f8")))
     wire["n"] = 40
     for name in ("cid", "mid", "moid", "cap", value):
         wire[name] = array[name]
@@ -361,18 +356,7 @@ TARGETS: list[tuple[str, float, float, float, str]] = [
 
 def _rows_response(count: int, cids: int, payload_size: int) -> bytes:
     """A GET response of ``count`` records of ``payload_size`` zero bytes (built with numpy)."""
-    rows = np.zeros(
-        count,
-        [
-            ("n", "<i4"),
-            ("cid", "<i4"),
-            ("mid", "<i8"),
-            ("moid", "<i4"),
-            ("cap", "<i8"),
-            ("acq", "<i8"),
-            ("payload", f"V{payload_size}"),
-        ],
-    )
+    rows = np.zeros(count, _wire_dtype(("payload", f"V{payload_size}")))
     rows["n"] = 32 + payload_size
     rows["cid"] = np.arange(count) % cids
     rows["mid"] = np.arange(count)
