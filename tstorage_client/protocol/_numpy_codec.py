@@ -24,7 +24,7 @@ from tstorage_client.protocol._codec import (
     UnparseableRecord,
     split_by_count,
 )
-from tstorage_client.record import INT32_MAX, INT32_MIN, INT64_MAX, Key, Record
+from tstorage_client.record import INT32_MAX, INT32_MIN, INT64_MAX, Record
 
 __all__ = ["NumpyCodec"]
 
@@ -186,11 +186,7 @@ class NumpyCodec:
 
     def iter_records(self, batch: Any) -> Iterable[Record[Any]]:
         """Record objects with Python values (as ``from_bytes`` gives them) from an array."""
-        keys = map(
-            _tuple_new,
-            repeat(Key),
-            zip(*(batch[name].tolist() for name in _KEY_NAMES), strict=True),
-        )
+        keys = [batch[name].tolist() for name in _KEY_NAMES]
         fields = self.payload_type.payload_fields
         values: Iterable[Any]
         if len(fields) == 1:
@@ -199,7 +195,8 @@ class NumpyCodec:
             values = zip(*(batch[name].tolist() for name in fields), strict=True)
         else:
             values = repeat((), len(batch))
-        return map(_tuple_new, repeat(Record), zip(keys, values, strict=True))
+        # A record is the flat tuple (cid, mid, moid, cap, acq, value).
+        return map(_tuple_new, repeat(Record), zip(*keys, values, strict=True))
 
 
 def _valid_keys(columns: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.bool_] | None:
