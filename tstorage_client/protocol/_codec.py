@@ -23,8 +23,8 @@ import struct
 import sys
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, chain, islice, repeat, takewhile
+from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate, chain, islice, repeat, starmap, takewhile
 from operator import add, call, itemgetter
 from typing import Any, Protocol
 
@@ -59,6 +59,8 @@ _ITEM3 = itemgetter(3)
 _ITEM4 = itemgetter(4)
 _ITEM5 = itemgetter(5)
 _KEY_PART = itemgetter(slice(0, 5))
+_PUT_FIELDS = itemgetter(1, 2, 3, 5)  # mid, moid, cap, value of a flat record
+_PUTA_FIELDS = itemgetter(1, 2, 3, 4, 5)
 _AFTER_KEY = itemgetter(slice(5, None))
 
 ReadBuffer = bytes | bytearray | memoryview
@@ -145,14 +147,18 @@ def group_by_cid(
     """Group records by cid: (the records grouped, or None if one cid; [(cid, start, stop)]).
 
     Records of one cid keep their order: the same key written twice in one put must keep
-    "last write wins". Groups are in ascending cid order. Each record is appended to its
-    cid's bucket once (C-level: a dict lookup and a list append through ``map``), with no
-    per-record sort key and no sort of the records.
+    "last write wins". Groups are in ascending cid order. Cids that repeat a fixed cycle of
+    distinct cids (``cid = i % 10``, meters read round-robin) are grouped by extended
+    slices; otherwise each record is appended to its cid's bucket once (C-level: a dict
+    lookup and a list append through ``map``). Neither uses a per-record sort key or a sort.
     """
     count = len(cids)
     first = cids[0]
     if cids.count(first) == count:
         return None, [(first, 0, count)]
+    cycle = _cycle(cids)
+    if cycle:
+        return _group_cycle(records, cids, cycle)
     distinct = sorted(set(cids))
     buckets: dict[int, list[Any]] = {cid: [] for cid in distinct}
     appends = {cid: bucket.append for cid, bucket in buckets.items()}
@@ -164,6 +170,32 @@ def group_by_cid(
         groups.append((cid, a, b))
         a = b
     return list(chain.from_iterable(map(buckets.__getitem__, distinct))), groups
+
+
+def _cycle(cids: list[int]) -> int:
+    """The period of cids that repeat a cycle of distinct cids, or 0 (all at C speed)."""
+    try:
+        period = cids.index(cids[0], 1)
+    except ValueError:
+        return 0
+    if cids[period:] != cids[:-period] or len(set(cids[:period])) != period:
+        return 0
+    return period
+
+
+def _group_cycle(
+    records: list[Any], cids: list[int], period: int
+) -> tuple[list[Any], list[tuple[int, int, int]]]:
+    """:func:`group_by_cid` of records whose cids repeat a cycle of ``period`` distinct cids."""
+    count = len(cids)
+    grouped: list[Any] = []
+    groups = []
+    for offset in sorted(range(period), key=cids.__getitem__):
+        a = len(grouped)
+        grouped += records[offset::period]
+        groups.append((cids[offset], a, len(grouped)))
+    assert len(grouped) == count
+    return grouped, groups
 
 
 def _inline_payload(payload_type: PayloadType[Any]) -> tuple[str, bool] | None:
@@ -245,18 +277,18 @@ class RecordCodec:
         cids = list(map(_ITEM0, chunk))  # a record is the flat (cid, mid, moid, cap, acq, value)
         if min(cids) < 0:
             raise _NegativeCid
-        key_fmt = "<iqiqq" if with_acq else "<iqiq"
+        fields_fmt = "<qiqq" if with_acq else "<qiq"  # the key of a row, after its n
         if self._inline is not None:
-            # One struct for the whole row: n, the key and the inlined payload fields.
+            # One struct for the whole row: the key and the inlined payload fields.
             body_fmt, is_tuple = self._inline
+            rows: Iterable[tuple[Any, ...]]
             if is_tuple:
                 values = list(map(_ITEM5, chunk))
                 value_columns = [map(itemgetter(j), values) for j in range(self._value_count)]
+                rows = zip(*_key_columns(chunk, with_acq), *value_columns, strict=True)
             else:
-                value_columns = [map(_ITEM5, chunk)]
-            return self._pack_rows(
-                chunk, cids, key_fmt + body_fmt, with_acq, value_columns, max_batch_size
-            )
+                rows = map(_PUTA_FIELDS if with_acq else _PUT_FIELDS, chunk)
+            return self._pack_rows(cids, fields_fmt + body_fmt, rows, max_batch_size)
         payloads = self.payload_type.to_bytes_many(map(_ITEM5, chunk))
         sizes = list(map(len, payloads))
         if max(sizes) > wire.MAX_PAYLOAD:
@@ -264,16 +296,15 @@ class RecordCodec:
         size = sizes[0]
         if sizes.count(size) == len(sizes) and set(map(type, payloads)) == {bytes}:
             # Payloads of one size: one struct packs a whole row, as for a fixed-size type.
-            return self._pack_rows(
-                chunk, cids, f"{key_fmt}{size}s", with_acq, [payloads], max_batch_size
-            )
+            rows = zip(*_key_columns(chunk, with_acq), payloads, strict=True)
+            return self._pack_rows(cids, f"{fields_fmt}{size}s", rows, max_batch_size)
         order, groups = group_by_cid(list(range(len(cids))), cids)
         if order is not None:
             chunk = list(map(chunk.__getitem__, order))
             payloads = list(map(payloads.__getitem__, order))
             sizes = list(map(sizes.__getitem__, order))
         key_size = wire.PUTA_KEY.size if with_acq else wire.PUT_KEY.size
-        header = struct.Struct(key_fmt)
+        header = struct.Struct("<i" + fields_fmt[1:])
         heads = map(header.pack, map(add, sizes, repeat(key_size)), *_key_columns(chunk, with_acq))
         # Head and payload stay two pieces (joined once at the end, never concatenated).
         pieces = list(chain.from_iterable(zip(heads, payloads, strict=True)))
@@ -287,26 +318,25 @@ class RecordCodec:
 
     def _pack_rows(
         self,
-        chunk: list[Record[Any]],
         cids: list[int],
-        row_fmt: str,
-        with_acq: bool,
-        value_columns: Sequence[Iterable[Any]],
+        fields_fmt: str,
+        rows: Iterable[tuple[Any, ...]],
         max_batch_size: int,
     ) -> bytes:
         """Rows of one size: packed in input order (memory order), then grouped by cid.
 
-        Grouping the packed rows rather than the records keeps the column reads sequential;
-        measured 10-15 % faster with interleaved cids.
+        ``rows`` are the fields of each row after its n (key fields, payload fields), packed
+        by one struct per row through ``starmap``; each batch joins its rows with n as the
+        separator. Grouping the packed rows rather than the records keeps the reads of the
+        records sequential (measured 10-15 % faster with interleaved cids).
         """
-        packer = self._row_struct(row_fmt)
-        n = packer.size - 4
-        packed = list(map(packer.pack, repeat(n), *_key_columns(chunk, with_acq), *value_columns))
+        packer = self._row_struct(fields_fmt)
+        packed = list(starmap(packer.pack, rows))
         grouped, groups = group_by_cid(packed, cids)
         spans = chain.from_iterable(
-            split_by_count(cid, a, b, n + 4, max_batch_size) for cid, a, b in groups
+            split_by_count(cid, a, b, packer.size + 4, max_batch_size) for cid, a, b in groups
         )
-        return _join_batches(packed if grouped is None else grouped, spans)
+        return _join_rows(packed if grouped is None else grouped, spans, packer.size)
 
     def _row_struct(self, fmt: str) -> struct.Struct:
         """The cached Struct of a PUT/PUTA row format (bounded like the decoders)."""
@@ -444,6 +474,19 @@ def _join_batches(packed: list[bytes], spans: Iterable[BatchSpan], per_record: i
     for cid, a, b, batch_bytes in spans:
         append(pack_header(cid, batch_bytes))
         extend(packed[a * per_record : b * per_record])
+    return b"".join(parts)
+
+
+def _join_rows(rows: list[bytes], spans: Iterable[BatchSpan], n: int) -> bytes:
+    """Per-cid batches of ``rows`` packed without their n (all rows are ``n`` bytes)."""
+    separator = wire.INT32.pack(n)
+    parts: list[bytes] = []
+    append = parts.append
+    pack_header = wire.BATCH_HEADER.pack
+    for cid, a, b, batch_bytes in spans:
+        append(pack_header(cid, batch_bytes))
+        append(separator)
+        append(separator.join(rows[a:b]))
     return b"".join(parts)
 
 
