@@ -123,9 +123,10 @@ class _Protocol(asyncio.BufferedProtocol):
         if self.eof:
             return 0
         self._target = buffer
-        reader = self._reader = self._loop.create_future()
+        reader: asyncio.Future[int] = self._loop.create_future()
+        self._reader = reader
         try:
-            count: int = await reader
+            count = await reader
         finally:
             self._target = None
             self._reader = None
