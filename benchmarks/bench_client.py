@@ -174,7 +174,7 @@ def _struct_workload(
 ) -> Workload:
     records = [Record(Key(i % cids, i, i % 100, 10**12 + i), value(i)) for i in range(count)]
     rows = []
-    for i, (key, val) in enumerate(records):
+    for i, (key, val) in enumerate((r.key, r.value) for r in records):
         payload = payload_type.to_bytes(val)
         rows.append(ROW.pack(32 + len(payload), *key[:4], 10**15 + i) + payload)
     return Workload(name, payload_type, records, _response(rows), count)

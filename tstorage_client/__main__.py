@@ -299,7 +299,7 @@ def _get(channel: Channel[bytes], args: argparse.Namespace) -> int:
         out.writerow(CSV_HEADER)
     for item in channel.get_iter(args.min, args.max):
         if isinstance(item, Record):
-            key, value = item
+            *key, value = item  # a record is the flat (cid, mid, moid, cap, acq, value)
             if out is not None:
                 out.writerow([*key, value.hex()])
             else:

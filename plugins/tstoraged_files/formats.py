@@ -251,7 +251,7 @@ class RecordsParser(LineParser):
     def parse(self, lines: list[str], first_line: int) -> list[Record[bytes]]:
         records: list[Record[bytes]] = []
         make_key = Key._make
-        make_record = Record._make
+        make_record = Record._flat
         fromhex = bytes.fromhex
         for i, text in enumerate(lines):
             parts = text.split(",")
@@ -271,7 +271,7 @@ class RecordsParser(LineParser):
             if not key.valid():
                 self.reject(text, "key component out of range", first_line + i)
                 continue
-            records.append(make_record((key, payload)))
+            records.append(make_record((*key, payload)))
             self.record_lines.append(first_line + i)
         return records
 

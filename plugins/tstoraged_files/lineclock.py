@@ -21,7 +21,7 @@ import bisect
 from collections.abc import Sequence
 
 from tstorage_client import timestamp
-from tstorage_client.record import Key, Record
+from tstorage_client.record import Record
 
 __all__ = ["MAX_LAG_NS", "LineClock"]
 
@@ -68,9 +68,10 @@ class LineClock:
         new = tuple.__new__
         offset = self.offset_for(lines[0], lines[-1])
         acqs = map(offset.__add__, lines) if offset is not None else map(self.acq, lines)
+        # A record is the flat tuple (cid, mid, moid, cap, acq, payload).
         return [
-            new(Record, (new(Key, (k[0], k[1], k[2], k[3], acq)), value))
-            for (k, value), acq in zip(records, acqs, strict=False)
+            new(Record, (r[0], r[1], r[2], r[3], acq, r[5]))
+            for r, acq in zip(records, acqs, strict=False)
         ]
 
     def add(self, line: int, now_acq: int) -> int:

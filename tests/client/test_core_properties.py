@@ -84,7 +84,7 @@ def test_put_encoding_round_trips_any_valid_records(
     assert request.type == (6 if with_acq else 5)
     expected = [
         ((k.cid, k.mid, k.moid, k.cap, k.acq if with_acq else -1), payload_type.to_bytes(v))
-        for k, v in records
+        for k, v in ((r.key, r.value) for r in records)
     ]
     assert _by_cid(request.records) == _by_cid(expected)
     for batch in request.batches:
@@ -117,7 +117,7 @@ def test_get_response_parses_any_records_however_split(
     memory_limit: int,
 ) -> None:
     payload_type, records = case
-    wire_records = [(tuple(k), payload_type.to_bytes(v)) for k, v in records]
+    wire_records = [(tuple(r.key), payload_type.to_bytes(r.value)) for r in records]
     data = get_response(wire_records, acq)
     parser = GetResponseParser(RecordCodec(payload_type), memory_limit)
     batches, final = _parse_split(parser, data, cuts)

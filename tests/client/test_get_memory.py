@@ -1,4 +1,5 @@
-"""A large get() leaves the cyclic GC nothing to do, and its response has a bounded repr.
+"""A large get() leaves the cyclic GC nothing to do, keeps one object per record, and its
+response has a bounded repr.
 
 get() pauses the collector while it reads; afterwards the records must not sit in the young
 generation with an allocation count far past its threshold (the next allocation would start
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import sys
 from typing import Any, BinaryIO
 
 import pytest
@@ -122,3 +124,44 @@ def test_response_get_repr_of_short_data_is_the_dataclass_repr(count: int) -> No
         repr(response)
         == f"ResponseGet(status=<ResponseStatus.ERROR: -1>, acq=-1, data={records!r})"
     )
+
+
+async def test_each_record_a_get_returns_is_one_flat_object(make_client: Any) -> None:
+    """A record holds its key's fields itself: no Key object per record stays in memory."""
+    with scripted(_serve_records) as peer:
+        client = make_client(peer.host, peer.port, StructPayloadType("<d"))
+        await client.connect()
+        response = await client.get()
+        await client.close()
+    assert response.status is ResponseStatus.OK
+    first = response.data[0]
+    assert type(first) is Record
+    assert tuple(first) == (1, 0, 0, 10**12, 10**15, 0.0)
+    assert not any(isinstance(field, Key) for record in response.data for field in record)
+    assert first.key == Key(1, 0, 0, 10**12, 10**15)
+    assert first.value == 0.0
+    assert [record.key.mid for record in response.data[:3]] == [0, 1, 2]
+
+
+def test_a_record_is_smaller_than_a_key_and_a_pair_of_it() -> None:
+    record = Record(Key(1, 2, 3, 4, 5), 0.5)
+    assert record == Record(Key(1, 2, 3, 4, 5), 0.5)
+    assert record.key == Key(1, 2, 3, 4, 5)
+    assert sys.getsizeof(record) < sys.getsizeof(record.key) + sys.getsizeof((record.key, 0.5))
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [
+        (Record(Key(1, 2, 3, 4, 5), 9.0), Record(Key(1, 2, 3, 4, 6), 0.0)),  # key first
+        (Record(Key(1, 2, 3, 4, 5), 0.0), Record(Key(1, 2, 3, 4, 5), 1.0)),  # then value
+        (Record(Key(0, 9, 9, 9, 9), 9.0), Record(Key(1, 0, 0, 0, 0), 0.0)),
+    ],
+)
+def test_records_order_by_key_then_value(low: Record[float], high: Record[float]) -> None:
+    assert low < high
+    assert high > low
+    assert low <= high
+    assert not high <= low
+    assert sorted([high, low]) == [low, high]
+    assert (low.key, low.value) < (high.key, high.value)  # the dataclass order, field by field

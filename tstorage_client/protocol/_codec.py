@@ -4,11 +4,13 @@ This is the hot path of the library, so it is written for CPython's C-level loop
 ``zip``, ``itertools`` and ``struct`` do the per-record work, Python code runs per *run* of
 records (records of one size) or per batch, never per record.
 
-- Decoding a GET run: one ``struct.Struct("<i iqiqq" + payload)`` unpacks all records of one
-  size at once (``iter_unpack``); keys and records are built with ``tuple.__new__`` through
-  ``map`` (``Key``/``Record`` are tuple-backed dataclasses for exactly this reason).
+- Decoding a GET run: one ``struct.Struct("<4x iqiqq" + payload)`` unpacks all records of one
+  size at once (``iter_unpack``) into the flat ``(cid, mid, moid, cap, acq, value)`` tuples a
+  ``Record`` is made of, and records are built with ``tuple.__new__`` through ``map`` (one
+  object per record; ``Record`` is a tuple-backed dataclass for exactly this reason). The
+  records' ``n`` fields are checked by strided byte counts, not one by one.
 - Encoding a PUT chunk: records are bucketed by cid (no sort), then each record is packed
-  with one cached ``Struct`` fed by ``map`` over the key columns.
+  with one cached ``Struct`` fed by ``map`` over the record's columns.
 
 Fixed-size payload types (``StructPayloadType``/``TuplePayloadType`` with a little-endian
 or size-compatible native format) have their payload format inlined into the record struct.
@@ -26,9 +28,9 @@ from itertools import accumulate, chain, islice, repeat, takewhile
 from operator import add, call, itemgetter
 from typing import Any, Protocol
 
-from tstorage_client.payload_type import PayloadType
+from tstorage_client.payload_type import BytesPayloadType, PayloadType
 from tstorage_client.protocol import wire
-from tstorage_client.record import Key, Record
+from tstorage_client.record import Record
 from tstorage_client.records_set import RecordsSet
 
 __all__ = [
@@ -55,9 +57,9 @@ _ITEM1 = itemgetter(1)
 _ITEM2 = itemgetter(2)
 _ITEM3 = itemgetter(3)
 _ITEM4 = itemgetter(4)
-_ITEM6 = itemgetter(6)
-_KEY_OF_ROW = itemgetter(1, 2, 3, 4, 5)
-_AFTER_KEY = itemgetter(slice(6, None))
+_ITEM5 = itemgetter(5)
+_KEY_PART = itemgetter(slice(0, 5))
+_AFTER_KEY = itemgetter(slice(5, None))
 
 ReadBuffer = bytes | bytearray | memoryview
 """Received bytes as the decoders see them."""
@@ -223,9 +225,9 @@ class RecordCodec:
         """Encode one chunk; returns (bytes, False if an invalid key ended the stream here)."""
         try:
             return self._encode_valid(chunk, with_acq, max_batch_size), True
-        except (_NegativeCid, struct.error, OverflowError, TypeError):
+        except (_NegativeCid, struct.error, OverflowError, TypeError, IndexError):
             pass  # some key is negative, out of range or of the wrong type: find it below
-        valid = [type(k) is Key and k.valid() for k in map(_ITEM0, chunk)]
+        valid = list(map(_valid_record, chunk))
         complete = True
         if skip_invalid:
             chunk = [r for r, ok in zip(chunk, valid, strict=True) if ok]
@@ -239,16 +241,15 @@ class RecordCodec:
 
     def _encode_valid(self, chunk: list[Record[Any]], with_acq: bool, max_batch_size: int) -> bytes:
         """Encode records whose keys are all valid; raises if one is not."""
-        keys: list[Key] = list(map(_ITEM0, chunk))
-        grouped, groups = group_by_cid(chunk, list(map(_ITEM0, keys)))
+        grouped, groups = group_by_cid(chunk, list(map(_ITEM0, chunk)))
         if groups[0][0] < 0:  # groups are sorted by cid: the first holds the smallest
             raise _NegativeCid
         if grouped is not None:
             chunk = grouped
-            keys = list(map(_ITEM0, chunk))
-        key_columns = [map(_ITEM1, keys), map(_ITEM2, keys), map(_ITEM3, keys)]
+        # A record is the flat tuple (cid, mid, moid, cap, acq, value).
+        key_columns = [map(_ITEM1, chunk), map(_ITEM2, chunk), map(_ITEM3, chunk)]
         if with_acq:
-            key_columns.append(map(_ITEM4, keys))
+            key_columns.append(map(_ITEM4, chunk))
         key_size = wire.PUTA_KEY.size if with_acq else wire.PUT_KEY.size
         key_fmt = "<iqiqq" if with_acq else "<iqiq"
         if self._inline is not None:
@@ -257,16 +258,16 @@ class RecordCodec:
             packer = struct.Struct(key_fmt + body_fmt)
             n = packer.size - 4
             if is_tuple:
-                values = list(map(_ITEM1, chunk))
+                values = list(map(_ITEM5, chunk))
                 value_columns = [map(itemgetter(j), values) for j in range(self._value_count)]
             else:
-                value_columns = [map(_ITEM1, chunk)]
+                value_columns = [map(_ITEM5, chunk)]
             packed = list(map(packer.pack, repeat(n), *key_columns, *value_columns))
             spans = chain.from_iterable(
                 split_by_count(cid, a, b, n + 4, max_batch_size) for cid, a, b in groups
             )
             return _join_batches(packed, spans)
-        payloads = self.payload_type.to_bytes_many(map(_ITEM1, chunk))
+        payloads = self.payload_type.to_bytes_many(map(_ITEM5, chunk))
         sizes = list(map(len, payloads))
         if max(sizes) > wire.MAX_PAYLOAD:
             raise ValueError(f"a payload exceeds the {wire.MAX_PAYLOAD}-byte limit")
@@ -300,38 +301,43 @@ class RecordCodec:
     ) -> Callable[[ReadBuffer, int, int], tuple[list[Record[Any]], int]]:
         payload_size = n - wire.KEY_SIZE
         inline = self._inline
+        records_of: Callable[[Iterable[tuple[Any, ...]]], Iterable[Record[Any]]]
         if inline is not None and struct.calcsize("<" + inline[0]) == payload_size:
-            row = struct.Struct("<iiqiqq" + inline[0])
-            values_of: Callable[[list[tuple[Any, ...]]], Iterable[Any]] = (
-                (lambda rows: map(_AFTER_KEY, rows))
-                if inline[1]
-                else (lambda rows: map(_ITEM6, rows))
-            )
+            # The row struct skips n: it unpacks the flat fields of a record.
+            row = struct.Struct("<4xiqiqq" + inline[0])
+            records_of = _records_of_values if inline[1] else _records_of_rows
         else:
-            row = struct.Struct(f"<iiqiqq{payload_size}s")
+            row = struct.Struct(f"<4xiqiqq{payload_size}s")
             from_bytes_many = self.payload_type.from_bytes_many
+            if type(self.payload_type).from_bytes_many is BytesPayloadType.from_bytes_many:
+                records_of = _records_of_rows  # the raw payload is the value
+            else:
 
-            def values_of(rows: list[tuple[Any, ...]]) -> Iterable[Any]:
-                values = from_bytes_many(map(_ITEM6, rows))
-                if None in values:
-                    raise UnparseableRecord("the payload type could not decode a payload")
-                return values
+                def records_of(rows: Iterable[tuple[Any, ...]]) -> Iterable[Record[Any]]:
+                    listed = list(rows)
+                    values = from_bytes_many(map(_ITEM5, listed))
+                    if None in values:
+                        raise UnparseableRecord("the payload type could not decode a payload")
+                    return _records_of_key_parts(map(_KEY_PART, listed), values)
 
         size = row.size
         iter_unpack = row.iter_unpack
-        n_matches = n.__eq__
+        n_bytes = wire.INT32.pack(n)
+        lengths_of = struct.Struct(f"<i{n}x").iter_unpack
 
         def decode(buf: ReadBuffer, pos: int, count: int) -> tuple[list[Record[Any]], int]:
             with memoryview(buf) as view:
-                rows = list(iter_unpack(view[pos : pos + count * size]))
-            if count > 1:
-                lengths = list(map(_ITEM0, rows))
-                if lengths.count(n) != count:
-                    # The run ends at the first record of another size (or the terminator).
-                    del rows[len(list(takewhile(n_matches, lengths))) :]
-            keys = map(_tuple_new, repeat(Key), map(_KEY_OF_ROW, rows))
-            records = list(map(_tuple_new, repeat(Record), zip(keys, values_of(rows), strict=True)))
-            return records, len(rows)
+                run = view[pos : pos + count * size]
+                if count > 1:
+                    # Every record's n must be n: four strided byte counts over the run.
+                    raw = run.tobytes()
+                    if any(raw[j::size].count(n_bytes[j]) != count for j in range(4)):
+                        # The run ends at the first record of another size (or the terminator).
+                        lengths = map(_ITEM0, lengths_of(raw))
+                        count = len(list(takewhile(n.__eq__, lengths)))
+                        run = run[: count * size]
+                records = list(records_of(iter_unpack(run)))
+            return records, count
 
         return decode
 
@@ -359,6 +365,29 @@ class RecordCodec:
     def iter_records(self, batch: RecordsSet[Any]) -> Iterable[Record[Any]]:
         """A batch of this codec already is a list of records."""
         return batch
+
+
+def _records_of_rows(rows: Iterable[tuple[Any, ...]]) -> Iterable[Record[Any]]:
+    """Records whose flat fields are the rows as they are."""
+    return map(_tuple_new, repeat(Record), rows)
+
+
+def _records_of_values(rows: Iterable[tuple[Any, ...]]) -> Iterable[Record[Any]]:
+    """Records of rows made of the key fields, then a tuple payload's values spread out."""
+    listed = list(rows)
+    return _records_of_key_parts(map(_KEY_PART, listed), map(_AFTER_KEY, listed))
+
+
+def _records_of_key_parts(
+    keys: Iterable[tuple[Any, ...]], values: Iterable[Any]
+) -> Iterable[Record[Any]]:
+    """Records of the 5-tuples of key fields and the values, in step."""
+    return map(_tuple_new, repeat(Record), map(add, keys, zip(values)))
+
+
+def _valid_record(record: object) -> bool:
+    """True when ``record`` is a Record whose key fields are in their wire ranges."""
+    return isinstance(record, Record) and record.key.valid()
 
 
 def _join_batches(packed: list[bytes], spans: Iterable[BatchSpan], per_record: int = 1) -> bytes:

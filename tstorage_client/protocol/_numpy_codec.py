@@ -25,7 +25,7 @@ from tstorage_client.protocol._codec import (
     UnparseableRecord,
     split_by_count,
 )
-from tstorage_client.record import INT32_MAX, INT32_MIN, INT64_MAX, Key, Record
+from tstorage_client.record import INT32_MAX, INT32_MIN, INT64_MAX, Record
 
 __all__ = ["NumpyCodec"]
 
@@ -218,11 +218,7 @@ class NumpyCodec:
 
     def iter_records(self, batch: Any) -> Iterable[Record[Any]]:
         """Record objects with Python values (as ``from_bytes`` gives them) from an array."""
-        keys = map(
-            _tuple_new,
-            repeat(Key),
-            zip(*(batch[name].tolist() for name in _KEY_NAMES), strict=True),
-        )
+        keys = [batch[name].tolist() for name in _KEY_NAMES]
         fields = self.payload_type.payload_fields
         values: Iterable[Any]
         if len(fields) == 1:
@@ -231,7 +227,8 @@ class NumpyCodec:
             values = zip(*(batch[name].tolist() for name in fields), strict=True)
         else:
             values = repeat((), len(batch))
-        return map(_tuple_new, repeat(Record), zip(keys, values, strict=True))
+        # A record is the flat tuple (cid, mid, moid, cap, acq, value).
+        return map(_tuple_new, repeat(Record), zip(*keys, values, strict=True))
 
 
 def _batches(

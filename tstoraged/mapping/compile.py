@@ -201,7 +201,7 @@ def _exact_mapper(
             raise MappingError(
                 f"payload codec {codec!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        return Record._make((Key._make((cid, mid, moid, cap_ns, -1)), payload))
+        return Record._flat((cid, mid, moid, cap_ns, -1, payload))
 
     return exact
 
@@ -271,8 +271,8 @@ class _Generator:
         lines: list[str] = []
         values = [self._key_part(part, lines) for part in self.parts]
         cap_check = self._cap(lines)
-        key = f"_tn(_Key, ({', '.join(values)}, cap, -1))"
-        record = f"_tn(_Record, ({key}, _encode(fields)))"
+        # A record is the flat tuple (cid, mid, moid, cap, acq, payload).
+        record = f"_tn(_Record, ({', '.join(values)}, cap, -1, _encode(fields)))"
 
         def body(success: list[str]) -> list[str]:
             return [

@@ -17,7 +17,7 @@ import structlog
 
 from tstorage_client import timestamp
 from tstorage_client.protocol.wire import BATCH_HEADER, HEADER_SIZE, INT32, PUT_KEY, PUTA_KEY
-from tstorage_client.record import ACQ_MAX, ACQ_MIN, Key, Record
+from tstorage_client.record import ACQ_MAX, ACQ_MIN, Record
 from tstoraged.pipeline.settings import WriteMode
 from tstoraged.source import Ack
 
@@ -39,7 +39,7 @@ REQUEST_OVERHEAD = HEADER_SIZE + INT32.size
 CID_BATCH_OVERHEAD = BATCH_HEADER.size
 """Bytes of one per-cid batch header (cid, batch_bytes)."""
 
-_payload_of = itemgetter(1)
+_payload_of = itemgetter(5)  # a record is the flat (cid, mid, moid, cap, acq, payload)
 
 
 def record_overhead(write_mode: WriteMode) -> int:
@@ -161,6 +161,6 @@ def assign_acq(records: Sequence[Record[bytes]], first: int) -> list[Record[byte
     """
     new = tuple.__new__
     return [
-        new(Record, (new(Key, (k[0], k[1], k[2], k[3], acq if k[4] == -1 else k[4])), value))
-        for (k, value), acq in zip(records, itertools.count(first))
+        new(Record, (r[0], r[1], r[2], r[3], acq if r[4] == -1 else r[4], r[5]))
+        for r, acq in zip(records, itertools.count(first))
     ]

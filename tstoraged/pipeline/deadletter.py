@@ -86,7 +86,7 @@ class DeadLetterFile:
         time = _iso(self._now())
         lines = []
         for source, record in entries:
-            key, payload = record
+            key, payload = record.key, record.value
             entry: dict[str, object] = {
                 "time": time,
                 "source": source,

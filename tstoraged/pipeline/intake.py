@@ -23,7 +23,7 @@ from tstoraged.source import Ack
 
 __all__ = ["Chunk", "Intake", "IntakeClosed"]
 
-_key_of = itemgetter(0)
+# A record is the flat tuple (cid, mid, moid, cap, acq, payload).
 _cid_of = itemgetter(0)
 
 
@@ -45,7 +45,7 @@ class Chunk:
 
 
 def _cids(records: Sequence[Record[bytes]]) -> set[int]:
-    return set(map(_cid_of, map(_key_of, records)))
+    return set(map(_cid_of, records))
 
 
 class Intake:
@@ -156,7 +156,7 @@ class Intake:
         empty = not self._chunks
         count = min(len(records) - pos, room_records)
         if count <= 0:
-            return (1, self._overhead + len(records[pos][1])) if empty else (0, 0)
+            return (1, self._overhead + len(records[pos][5])) if empty else (0, 0)
         part = records[pos : pos + count] if pos or count < len(records) else records
         nbytes = records_wire_size(part, self._overhead)
         if nbytes <= room_bytes:
@@ -164,13 +164,13 @@ class Intake:
         # Slow path: the records that fit in the bytes left, one by one.
         count, nbytes = 0, 0
         for record in part:
-            size = self._overhead + len(record[1])
+            size = self._overhead + len(record[5])
             if nbytes + size > room_bytes:
                 break
             count += 1
             nbytes += size
         if count == 0 and empty:
-            return 1, self._overhead + len(records[pos][1])
+            return 1, self._overhead + len(records[pos][5])
         return count, nbytes
 
     def _append(self, chunk: Chunk) -> None:
@@ -237,8 +237,8 @@ class Intake:
         for record in head.records:
             if count >= max_records:
                 break
-            size = overhead + len(record[1])
-            cid = record[0][0]
+            size = overhead + len(record[5])
+            cid = record[0]
             new_cid = cid not in known_cids and cid not in cids
             extra = CID_BATCH_OVERHEAD if new_cid else 0
             if nbytes + headers + size + extra > max_bytes:
@@ -252,7 +252,7 @@ class Intake:
 
     def _forced_one(self, head: Chunk) -> tuple[Sequence[Record[bytes]], int, set[int]]:
         first = head.records[0]
-        return head.records[:1], self._overhead + len(first[1]), {first[0][0]}
+        return head.records[:1], self._overhead + len(first[5]), {first[0]}
 
     def _took(self, chunk: Chunk, nbytes: int) -> Chunk:
         self._records -= len(chunk.records)

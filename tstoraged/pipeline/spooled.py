@@ -158,18 +158,18 @@ def _read_acknowledged(path: Path) -> _Acknowledged | None:
 FORMAT_REQUEST = "request"
 """Metadata ``format`` of a batch stored as its PUT/PUTA request (else: record frames)."""
 
-_key_of = itemgetter(0)
+_cid_of = itemgetter(0)  # a record is the flat (cid, mid, moid, cap, acq, payload)
 
 
 def _sendable_as_is(records: list[Record[bytes]], write_mode: WriteMode) -> bool:
     """Valid keys, cids in order: the request then keeps the records' order (and sources)."""
-    cids = list(map(_key_of, map(_key_of, records)))
+    cids = list(map(_cid_of, records))
     return cids == sorted(cids) and not invalid_records(records, write_mode)
 
 
 def encode_batch(records: list[Record[bytes]]) -> bytes:
     """The records as GET record frames (full keys)."""
-    return wire_out.encode_records((*key, payload) for key, payload in records)
+    return wire_out.encode_records(records)
 
 
 def decode_batch(payload: bytes) -> list[Record[bytes]]:

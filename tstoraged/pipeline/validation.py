@@ -36,16 +36,15 @@ _COMPONENTS = (
     ("cap", CAP_MIN, CAP_MAX - 1),
     ("acq", ACQ_MIN, ACQ_MAX - 1),
 )
-_key_of = itemgetter(0)
-_payload_of = itemgetter(1)
+# A record is the flat tuple (cid, mid, moid, cap, acq, payload).
+_payload_of = itemgetter(5)
 
 
 def record_problem(record: Record[bytes], write_mode: WriteMode) -> str | None:
     """Why ``record`` must not be sent, or None when it is fine."""
-    try:
-        key, payload = record
-    except (TypeError, ValueError):
+    if not isinstance(record, Record):
         return f"not a record: {type(record).__name__}"
+    key, payload = record[:5], record[5]
     checked = _COMPONENTS if write_mode == "puta" else _COMPONENTS[:4]
     try:
         for index, (name, low, high) in enumerate(checked):
@@ -70,10 +69,11 @@ def record_problem(record: Record[bytes], write_mode: WriteMode) -> str | None:
 def _all_valid(records: Sequence[Record[bytes]], write_mode: WriteMode) -> bool:
     """Fast check at C speed (min/max per component); False means "look closer"."""
     try:
-        keys = list(map(_key_of, records))
+        if set(map(type, records)) != {Record}:
+            return False
         checked = _COMPONENTS if write_mode == "puta" else _COMPONENTS[:4]
         for index, (_, low, high) in enumerate(checked):
-            values = list(map(itemgetter(index), keys))
+            values = list(map(itemgetter(index), records))
             if min(values) < low or max(values) > high:
                 return False
             # bool and float compare like ints; only exact ints are keys.

@@ -20,14 +20,13 @@ from tstorage_client.protocol.server import (
     PutStart,
     RequestParser,
 )
-from tstorage_client.record import Key, Record
+from tstorage_client.record import Record
 from tstoraged.pipeline.settings import WriteMode
 
 __all__ = ["decode_request", "encode_request"]
 
 _CODEC = codec_for(BytesPayloadType())
-_make_key = Key._make
-_make_record = Record._make
+_make_record = Record._flat
 
 
 def encode_request(records: list[Record[bytes]], write_mode: WriteMode) -> bytes:
@@ -47,11 +46,11 @@ def decode_request(request: bytes) -> list[Record[bytes]]:
         if isinstance(event, PutBatch):
             cid = event.cid
             for _, mid, moid, cap, payload in event.rows:
-                add(_make_record((_make_key((cid, mid, moid, cap, -1)), payload)))
+                add(_make_record((cid, mid, moid, cap, -1, payload)))
         elif isinstance(event, PutaBatch):
             cid = event.cid
             for _, mid, moid, cap, acq, payload in event.rows:
-                add(_make_record((_make_key((cid, mid, moid, cap, acq)), payload)))
+                add(_make_record((cid, mid, moid, cap, acq, payload)))
         elif isinstance(event, PutEnd):
             return records
         elif isinstance(event, ProtocolError):
