@@ -1,9 +1,13 @@
 """The records codec of ``NumpyPayloadType``: wire bytes <-> numpy structured arrays.
 
-Both directions run at numpy speed. A put is assembled in one array of the payload type's
-serializer dtype (the wire layout of a PUT/PUTA record) and cut into per-cid batches; a GET
-run is checked in place and kept as raw bytes, and a batch is one ``memcpy`` of its pieces
-viewed as ``parsing_dtype`` (the wire layout of a GET record).
+Both directions run at numpy speed. A put is assembled per step of rows in the payload
+type's serializer dtype (the wire layout of a PUT/PUTA record): one block copy per row, or
+one memcpy of the step, when the input array already has the wire layout, else field by
+field; per-cid batches are byte views of it. A ``get()`` without a memory limit is received
+in place (``protocol.client.GetIntoParser``: ``count_run`` checks the records where they
+landed, ``view_records`` makes the one array); otherwise a GET run is checked in place and
+kept as raw bytes, and a batch is one ``memcpy`` of its pieces viewed as ``parsing_dtype``
+(the wire layout of a GET record).
 """
 
 from __future__ import annotations
