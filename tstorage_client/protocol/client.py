@@ -463,7 +463,7 @@ class InPlaceCodec(Protocol):
 _ARENA_FIRST = 256 << 10  # the first buffer of a GET; it grows 4x when full
 _ARENA_HUGE = 2 << 20  # buffers from this size ask for transparent huge pages
 _READ_ROOM = 64 << 10  # room ensured before each read
-_READ_MAX = int(__import__("os").environ.get("RM", 1 << 20))
+_READ_MAX = 1 << 20  # at most this per read: its record check runs while it is in cache
 _KEEP_MAPPED = 1 << 20  # record bytes below this are copied out (exact, small result)
 _MAP_PRIVATE = getattr(mmap, "MAP_PRIVATE", None)
 _MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
@@ -490,7 +490,7 @@ class _Arena:
         return mmap.mmap(-1, size, flags=_MAP_PRIVATE)
 
     def room(self) -> memoryview:
-        """A view of the free tail (release it before the next call)."""
+        """A view of the free tail, at most ``_READ_MAX`` (release it before the next call)."""
         mem = self.mem
         if len(mem) - self.end < _READ_ROOM:
             size = max(4 * len(mem), self.end + _READ_ROOM)
