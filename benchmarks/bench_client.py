@@ -17,7 +17,8 @@ get_iter figures count the Record items (every record is built). Each figure is 
 ``--targets`` instead measures the cases of issue 14 (public API only, loopback, both
 channels) and prints them beside the reference client's figures, with the median and the
 range of ``--repeat`` runs, and the peak RSS (VmHWM) of a get() of 2 M records in a fresh
-process per channel:
+process per channel, and beside it the peak of a process holding the same records in the
+reference's documented data model (slotted dataclasses Key and Record):
 
     python benchmarks/bench_client.py --targets [--repeat R] [--clock wall|cpu]
 
@@ -462,6 +463,69 @@ print(before, hwm(), len(response.data))
 """
 
 
+_MODEL_CHILD = """
+import struct, sys
+from dataclasses import dataclass
+from itertools import repeat
+
+@dataclass(order=True, frozen=True, slots=True)
+class Key:
+    cid: int = -1
+    mid: int = -1
+    moid: int = -1
+    cap: int = -1
+    acq: int = -1
+
+@dataclass(order=True, frozen=True, slots=True)
+class Record:
+    key: Key
+    value: float
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+count = int(sys.argv[1])
+row = struct.Struct("<iqiqqd")
+new, setattr_ = object.__new__, object.__setattr__
+before = hwm()
+data = []
+for start in range(0, count, 65536):
+    stop = min(start + 65536, count)
+    chunk = b"".join(
+        row.pack(0, i, i % 100, 10**12 + i, 10**15 + i, 0.0) for i in range(start, stop)
+    )
+    for cid, mid, moid, cap, acq, value in row.iter_unpack(chunk):
+        key = new(Key)
+        for name, field in zip(("cid", "mid", "moid", "cap", "acq"), (cid, mid, moid, cap, acq)):
+            setattr_(key, name, field)
+        record = new(Record)
+        setattr_(record, "key", key)
+        setattr_(record, "value", value)
+        data.append(record)
+    del chunk
+print(before, hwm(), len(data))
+"""
+"""The reference client's documented data model (slotted, frozen dataclasses ``Key`` and
+``Record``) holding the same values as the get() of :func:`_peak_rss`: a lower bound of the
+reference's peak RSS on that workload (its receive buffers and transients excluded)."""
+
+
+def _model_rss(count: int) -> tuple[float, float]:
+    """VmHWM (MiB) of a fresh process holding ``count`` records in the reference's data model,
+    and its VmHWM before building them."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MODEL_CHILD, str(count)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    ).stdout.split()
+    assert int(out[2]) == count, out
+    return int(out[1]) / 1024, int(out[0]) / 1024
+
+
 def _peak_rss(count: int) -> tuple[float, float, float, float]:
     """VmHWM (MiB) of a fresh process after a get() of ``count`` <d records: sync, async;
     and the VmHWM of the same processes before the get."""
@@ -535,6 +599,12 @@ def targets(records: int, repeat: int, clock_name: str) -> None:
         f"| {case} | {high:g} {unit} | {sync_rss:.0f} (before the get: {sync_before:.0f})"
         f" | {async_rss:.0f} (before: {async_before:.0f}) | {worst / high:.2f}x | ≤ {target:g}"
         f" | {'yes' if worst <= target else 'no'} |"
+    )
+    model, model_before = _model_rss(2_000_000)
+    print(
+        f"\nthe reference's data model (slotted dataclasses Key and Record) holding the same"
+        f" 2 M records: {model:.0f} MiB (before: {model_before:.0f}), a lower bound of the"
+        f" reference's peak on this workload; ours / model: {worst / model:.2f}x"
     )
     load = os.getloadavg()
     print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -117,7 +117,10 @@ class BytesPayloadType(PayloadType[bytes]):
         return bytes(buffer)
 
     def to_bytes_many(self, values: Iterable[bytes]) -> list[bytes]:
-        return [v if type(v) is bytes else bytes(v) for v in values]
+        listed = list(values)
+        if set(map(type, listed)) == {bytes}:  # the usual case, checked at C speed
+            return listed
+        return [v if type(v) is bytes else bytes(v) for v in listed]
 
     def from_bytes_many(self, buffers: Iterable[bytes]) -> list[bytes | None]:
         return list(buffers)

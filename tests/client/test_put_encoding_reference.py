@@ -60,6 +60,13 @@ PAYLOADS: list[tuple[PayloadType[Any], st.SearchStrategy[Any]]] = [
     (StructPayloadType("<h"), st.integers(-(2**15), 2**15 - 1)),
     (TuplePayloadType("<if?"), st.tuples(I32, st.floats(width=32, allow_nan=False), st.booleans())),
     (BytesPayloadType(), st.binary(max_size=120)),
+    # Payloads of one size take the one-struct-per-row path; bytes-likes of one size do not.
+    (BytesPayloadType(), st.binary(min_size=100, max_size=100)),
+    (BytesPayloadType(), st.binary(min_size=0, max_size=0)),
+    (
+        BytesPayloadType(),
+        st.binary(min_size=3, max_size=3) | st.binary(min_size=3, max_size=3).map(bytearray),
+    ),
 ]
 
 
