@@ -21,12 +21,21 @@ process per channel, and beside it the peak of a process holding the same record
 reference's documented data model (slotted dataclasses Key and Record):
 
     python benchmarks/bench_client.py --targets [--repeat R] [--clock wall|cpu]
+
+``--ceiling`` measures what loopback TCP itself allows for the numpy rows (no client code):
+a raw ``sendall`` of the bytes of 1 M GET rows (44 MB) received with ``recv_into`` in the
+other process, into one reused buffer and into fresh memory each time (as a get must: a
+``numpy.empty`` array, and an anonymous mapping with huge pages as the client uses), and
+the 32 MB of a 1 M-row PUT sent to a peer that ``recv_into``s a reused buffer:
+
+    python benchmarks/bench_client.py --ceiling [--repeat R]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import mmap
 import multiprocessing
 import os
 import socket
@@ -601,6 +610,76 @@ def targets(records: int, repeat: int, clock_name: str) -> None:
     print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
+def _ceiling_peer(listener: socket.socket, get_size: int, put_size: int, rounds: int) -> None:
+    """Per round: read one byte, send ``get_size`` bytes, receive ``put_size``, answer b"k"."""
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    data = bytes(get_size)
+    sink = memoryview(bytearray(4 << 20))
+    for _ in range(rounds):
+        conn.recv(1)
+        conn.sendall(data)
+        got = 0
+        while got < put_size:
+            got += conn.recv_into(sink[: min(len(sink), put_size - got)])
+        conn.sendall(b"k")
+    conn.close()
+
+
+def ceiling(repeat: int) -> None:
+    """Loopback TCP alone (no client code): GB/s, and the rows/s they allow for numpy."""
+    get_size, put_size = 44 * 1_000_000, 32 * 1_000_000  # 1 M GET rows, 1 M PUT rows
+    rounds = 3 * repeat
+    listener = socket.create_server(("127.0.0.1", 0))
+    process = multiprocessing.get_context("fork").Process(
+        target=_ceiling_peer, args=(listener, get_size, put_size, rounds), daemon=True
+    )
+    process.start()
+    sock = socket.create_connection(listener.getsockname()[:2])
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    reused = memoryview(bytearray(get_size))
+    payload = memoryview(bytes(put_size))
+    rates: dict[str, list[float]] = {
+        "get, reused buffer": [],
+        "get, fresh np.empty": [],
+        "get, fresh mapping, huge pages": [],
+    }
+    puts: list[float] = []
+    for round_ in range(rounds):
+        kind = list(rates)[round_ % 3]
+        start = clock()
+        sock.send(b"x")
+        # Fresh memory each time is what a get that returns its array must pay for (page
+        # faults); the client's get receives into a mapping with huge pages, like the last.
+        if kind == "get, fresh np.empty":
+            target = memoryview(np.empty(get_size, np.uint8))
+        elif kind == "get, fresh mapping, huge pages":
+            mapping = mmap.mmap(-1, get_size, flags=mmap.MAP_PRIVATE)
+            mapping.madvise(mmap.MADV_HUGEPAGE)
+            target = memoryview(mapping)
+        else:
+            target = reused
+        got = 0
+        while got < get_size:
+            got += sock.recv_into(target[got:])
+        rates[kind].append(get_size / (clock() - start) / 1e9)
+        del target
+        start = clock()
+        sock.sendall(payload)
+        assert sock.recv(1) == b"k"
+        puts.append(put_size / (clock() - start) / 1e9)
+    sock.close()
+    process.join(30)
+    listener.close()
+    print(f"nproc: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| direction | GB/s median [min-max] | M rows/s it allows |")
+    print("|---|---:|---:|")
+    for name, values in [*rates.items(), ("put", puts)]:
+        median, low, high = _stats(values)
+        row = 32 if name == "put" else 44
+        print(f"| {name} | {median:.2f} [{low:.2f}-{high:.2f}] | {median * 1e3 / row:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -614,9 +693,15 @@ def main() -> None:
     parser.add_argument(
         "--targets", action="store_true", help="the cases of issue 14 beside the reference"
     )
+    parser.add_argument(
+        "--ceiling", action="store_true", help="what loopback TCP allows for the numpy rows"
+    )
     args = parser.parse_args()
     global clock
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.ceiling:
+        ceiling(args.repeat)
+        return
     if args.targets:
         targets(min(args.records, 1_000_000), args.repeat, args.clock)
         return

@@ -5,11 +5,12 @@ from __future__ import annotations
 import ssl
 import struct
 from collections.abc import Iterable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 from tstorage_client._operations import (
     Operation,
     get_acq_operation,
+    get_into_operation,
     get_operation,
     put_operation,
     stream_operation,
@@ -18,7 +19,9 @@ from tstorage_client.payload_type import PayloadType
 from tstorage_client.protocol import wire
 from tstorage_client.protocol._codec import RecordsCodec
 from tstorage_client.protocol.client import (
+    GetIntoParser,
     GetResponseParser,
+    InPlaceCodec,
     encode_get,
     encode_get_acq,
     encode_put,
@@ -202,7 +205,11 @@ class _ChannelMixin(Generic[T]):
             request = encode_get(key_min, key_max)
         except (struct.error, TypeError):
             return None
-        parser = GetResponseParser(self._current_codec(), self._memory_limit, batch_per_read=False)
+        codec = self._current_codec()
+        if self._memory_limit is None and getattr(codec, "receives_in_place", False):
+            # Records that keep their wire layout land in one buffer, handed out as one batch.
+            return get_into_operation(request, GetIntoParser(cast(InPlaceCodec, codec)))
+        parser = GetResponseParser(codec, self._memory_limit, batch_per_read=False)
         return get_operation(request, parser)
 
     def _stream_operation(

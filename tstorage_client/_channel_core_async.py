@@ -34,7 +34,7 @@ from tstorage_client._channel_base import (
 )
 from tstorage_client._io_async import AsyncTransport, RequestLock, deliver, open_transport
 from tstorage_client._operations import Operation
-from tstorage_client.protocol.client import NEED_DATA, RecordsBatch
+from tstorage_client.protocol.client import NEED_DATA, ReadInto, RecordsBatch
 from tstorage_client.record import Key, Record
 from tstorage_client.response import (
     Response,
@@ -281,7 +281,7 @@ class _AsyncChannelCore(_ChannelMixin[T]):
         if transport is None:
             operation.close()
             return failed(_DISCONNECTED)
-        read, write = transport.read, transport.write
+        read, read_into, write = transport.read, transport.read_into, transport.write
         try:
             instruction = operation.send(None)
             while True:
@@ -292,6 +292,13 @@ class _AsyncChannelCore(_ChannelMixin[T]):
                         self._drop()
                         data = b""
                     instruction = operation.send(data)
+                elif type(instruction) is ReadInto:
+                    try:
+                        count = await read_into(instruction.buffer)
+                    except OSError:  # as for read: the input ends
+                        self._drop()
+                        count = 0
+                    instruction = operation.send(count)
                 elif type(instruction) is RecordsBatch:
                     return instruction
                 else:

@@ -37,14 +37,16 @@ class RequestLock:
 class Transport:
     """A connected socket; its timeout bounds each read and each write.
 
-    ``read`` and ``write`` are the socket's own ``recv`` and ``sendall`` (no extra call).
+    ``read``, ``read_into`` and ``write`` are the socket's own ``recv``, ``recv_into`` and
+    ``sendall`` (no extra call).
     """
 
-    __slots__ = ("_sock", "read", "write")
+    __slots__ = ("_sock", "read", "read_into", "write")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.read: Callable[[int], bytes] = sock.recv
+        self.read_into: Callable[[memoryview], int] = sock.recv_into
         self.write: Callable[[bytes | memoryview], None] = sock.sendall
 
     def set_timeout(self, timeout: float | None) -> None:

@@ -4,6 +4,8 @@ An operation is a generator that tells the channel running it what to do next:
 
 - it yields ``bytes``: send them, then resume it with ``None``;
 - it yields ``NEED_DATA``: receive, then resume it with the data (``b""`` when the peer closed);
+- it yields ``ReadInto(buffer)``: receive into the buffer, then resume it with the count
+  (0 when the peer closed);
 - it yields a ``RecordsBatch``: hand the records to the consumer (get_stream's callback,
   get_iter's loop), then resume it with ``None``.
 
@@ -21,9 +23,11 @@ from typing import Any, TypeVar
 from tstorage_client.protocol.client import (
     NEED_DATA,
     AcqResponseParser,
+    GetIntoParser,
     GetResponseParser,
     NeedData,
     PutResponseParser,
+    ReadInto,
     RecordsBatch,
 )
 from tstorage_client.response import (
@@ -38,6 +42,7 @@ __all__ = [
     "Instruction",
     "Operation",
     "get_acq_operation",
+    "get_into_operation",
     "get_operation",
     "put_operation",
     "stream_operation",
@@ -45,18 +50,21 @@ __all__ = [
 
 R = TypeVar("R", bound=Response)
 
-Instruction = bytes | memoryview | NeedData | RecordsBatch
-Operation = Generator[Instruction, bytes | None, R]
+Instruction = bytes | memoryview | NeedData | ReadInto | RecordsBatch
+Reply = bytes | int | None
+"""What the channel resumes an operation with: received bytes, a count, or None."""
+Operation = Generator[Instruction, Reply, R]
 
 
 def _until_final(
     parser: GetResponseParser | PutResponseParser | AcqResponseParser,
-) -> Generator[Instruction, bytes | None, Any]:
+) -> Generator[Instruction, Reply, Any]:
     """Feed the parser until its final response; pass record batches up on the way."""
     while True:
         event = parser.next_event()
         if event is NEED_DATA:
             data = yield NEED_DATA
+            assert not isinstance(data, int)
             if data:
                 parser.feed(data)
             else:
@@ -126,7 +134,7 @@ def get_operation(request: bytes, parser: GetResponseParser) -> Operation[Respon
     batches: list[Any] = []
     total = 0
     limit = parser.memory_limit
-    reply: bytes | None = None
+    reply: Reply = None
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -157,3 +165,19 @@ def get_operation(request: bytes, parser: GetResponseParser) -> Operation[Respon
             batches.append(partial)
         return ResponseGet(final.status, -1, parser.codec.get_data(batches))
     return ResponseGet(ResponseStatus.OK, final.acq, parser.codec.get_data(batches))
+
+
+def get_into_operation(request: bytes, parser: GetIntoParser) -> Operation[ResponseGet[Any]]:
+    """GET held whole, received in place (``GetIntoParser``): one read-into per wait.
+
+    On failure the response's data holds the records read before it, as with
+    ``get_operation``.
+    """
+    yield request
+    while (final := parser.next_event()) is NEED_DATA:
+        count = yield parser.read_into()
+        assert type(count) is int
+        parser.received(count)
+    assert isinstance(final, ResponseAcq)
+    acq = final.acq if final else -1
+    return ResponseGet(final.status, acq, parser.data())

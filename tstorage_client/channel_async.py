@@ -1,4 +1,4 @@
-"""``AsyncChannel``: the TStorage client over asyncio streams.
+"""``AsyncChannel``: the TStorage client over an asyncio protocol (``_io_async``).
 
 The requests and the I/O pump are ``tstorage_client._channel_core_async`` (the original from
 which the blocking channel's are generated); this module adds the constructor. Requests on

@@ -56,9 +56,14 @@ def test_large_batches_are_byte_views_not_copies() -> None:
     array = _array(200_000, 4)
     chunks = list(encode_put(codec_for(payload), array))
     views = [chunk for chunk in chunks if isinstance(chunk, memoryview)]
-    assert views  # 5 cids x ~40 000 rows: every batch is a view
+    assert views  # 5 cids x ~6 500 rows per step of 32 768 rows: those batches are views
     assert all(view.format == "B" and view.obj is not None for view in views)
-    assert sum(map(len, views)) == 200_000 * 32  # each row once, not copied into a join
+    # Every batch of 64 KiB or more is one view (not copied into a join); smaller ones, of
+    # the last step here, ride joined with their headers. Every row is sent once.
+    request = decode_request(b"".join(chunks))
+    large = [batch.batch_bytes for batch in request.batches if batch.batch_bytes >= 64 << 10]
+    assert sorted(map(len, views)) == sorted(large)
+    assert len(request.records) == 200_000
 
 
 async def test_async_numpy_put_of_32_mb_to_a_slow_reader_completes() -> None:
@@ -87,3 +92,66 @@ async def test_async_numpy_put_of_32_mb_to_a_slow_reader_completes() -> None:
         array["v0"][:1].tobytes(),
     )
     assert rows[-1][0][3] == count - 1
+
+
+def _layouts(count: int) -> list[tuple[str, np.ndarray[Any, Any], bool]]:
+    """(name, input array, with_acq): every packing path of the numpy put."""
+    payload = NumpyPayloadType("<f8")
+    base = _array(count, 7)
+    one_cid = base.copy()
+    one_cid["cid"] = 4
+    negative = one_cid.copy()
+    negative["cid"][count // 2] = -1
+    parsing = np.zeros(count, payload.parsing_dtype)
+    for name in ("cid", "mid", "moid", "cap", "v0"):
+        parsing[name] = base[name]
+    parsing["acq"] = np.arange(count) * 3
+    big_endian = base.astype([(n, t.replace("<", ">")) for n, t in FIELDS])
+    return [
+        ("wire layout, one cid (one memcpy)", one_cid, False),
+        ("wire layout, several cids (row gather)", base, False),
+        ("wire layout, an invalid cid", negative, False),
+        ("strided input (block copy)", np.concatenate([base, base])[::2], False),
+        ("parsing_dtype for puta (block copy at a shift)", parsing, True),
+        ("parsing_dtype for put (field by field)", parsing, False),
+        ("big-endian fields (field by field)", big_endian, False),
+    ]
+
+
+def test_every_packing_path_gives_the_bytes_of_the_record_encoder() -> None:
+    payload = NumpyPayloadType("<f8")
+    for count, max_batch in [(1, 2**31 - 1), (700, 2**31 - 1), (9000, 5000), (16_000, 1 << 20)]:
+        for name, array, with_acq in _layouts(count):
+            records = [
+                Record(
+                    Key(
+                        int(r["cid"]),
+                        int(r["mid"]),
+                        int(r["moid"]),
+                        int(r["cap"]),
+                        int(r["acq"]) if with_acq else 0,
+                    ),
+                    float(r["v0"]),
+                )
+                for r in array
+            ]
+            got = b"".join(
+                encode_put(codec_for(payload), array, with_acq=with_acq, max_batch_size=max_batch)
+            )
+            want = b"".join(
+                encode_put(
+                    RecordCodec(payload), records, with_acq=with_acq, max_batch_size=max_batch
+                )
+            )
+            assert got == want, (name, count)
+
+
+def test_the_input_array_is_left_as_it_was() -> None:
+    # The one-memcpy path reads the cids back from the packed rows and writes the sizes
+    # there: the caller's array must not change.
+    array = _array(70_000, 8)
+    array["cid"] = 2
+    before = array.copy()
+    chunks = list(encode_put(codec_for(NumpyPayloadType("<f8")), array))
+    assert chunks
+    assert array.tobytes() == before.tobytes()

@@ -11,6 +11,11 @@ then call ``next_event()`` until it returns ``NEED_DATA``. Events:
 - a ``Response`` (``ResponseAcq`` for GET/GET_ACQ, ``ResponsePut`` for PUT/PUTA): the final
   outcome; ``next_event()`` keeps returning it.
 
+``GetIntoParser`` is the in-place variant for codecs whose records keep their wire layout
+(numpy): instead of being fed bytes, it lends the buffer to receive into (``read_into()``,
+then ``received(count)``), so a whole GET lands in one growing buffer and its records are
+handed out as one array over it, without a copy.
+
 Outcomes are statuses (see ``tstorage_client.response``): a refused GET is BAD_REQUEST, an
 error after records is ERROR, a peer that closes early is DISCONNECTED, malformed data is
 UNPARSEABLE_ENTITY and more data than allowed is NO_MEMORY. The parsers check every size
@@ -21,12 +26,14 @@ what was fed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import mmap
 import struct
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from tstorage_client.protocol import wire
 from tstorage_client.protocol._codec import ReadBuffer, RecordsCodec, UnparseableRecord
@@ -39,9 +46,12 @@ __all__ = [
     "DEFAULT_MEMORY_LIMIT",
     "NEED_DATA",
     "AcqResponseParser",
+    "GetIntoParser",
     "GetResponseParser",
+    "InPlaceCodec",
     "NeedData",
     "PutResponseParser",
+    "ReadInto",
     "RecordsBatch",
     "encode_get",
     "encode_get_acq",
@@ -76,6 +86,12 @@ class RecordsBatch(NamedTuple):
 
     records: RecordsSet[Any]
     nbytes: int
+
+
+class ReadInto(NamedTuple):
+    """Instruction of an in-place read: receive into ``buffer``, answer the count (0: EOF)."""
+
+    buffer: memoryview
 
 
 # ------------------------------------------------------------------------------- requests
@@ -422,3 +438,208 @@ class GetResponseParser(_ResponseParser):
                 break
             decoded += 1
         return decoded
+
+
+# ------------------------------------------------------------------ GET received in place
+
+
+class InPlaceCodec(Protocol):
+    """A records codec whose GET records keep their wire layout (``GetIntoParser``)."""
+
+    def count_run(self, buf: ReadBuffer | mmap.mmap, pos: int, n: int, count: int) -> int:
+        """How many of ``count`` records of size 4 + n at ``pos`` are whole records of its
+        layout (at least 1); raises UnparseableRecord when ``n`` is not its record size."""
+        ...
+
+    def view_records(self, buffer: Any, offset: int, count: int) -> Any:
+        """The ``count`` records at ``offset`` of ``buffer`` as one batch (no copy)."""
+        ...
+
+    def get_data(self, batches: list[Any]) -> Any:
+        """``ResponseGet.data`` of these batches."""
+        ...
+
+
+_ARENA_FIRST = 256 << 10  # the first buffer of a GET; it grows 4x when full
+_ARENA_HUGE = 2 << 20  # buffers from this size ask for transparent huge pages
+_READ_ROOM = 64 << 10  # room ensured before each read
+_READ_MAX = 1 << 20  # at most this per read: its record check runs while it is in cache
+_KEEP_MAPPED = 1 << 20  # record bytes below this are copied out (exact, small result)
+_MAP_PRIVATE = getattr(mmap, "MAP_PRIVATE", None)
+_MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
+
+
+class _Arena:
+    """A growing receive buffer: anonymous memory, resized in place (``mremap``) when it fills.
+
+    Fresh memory costs a page fault per page when first written (2 us each on this class of
+    VM, more than the copy itself), so large buffers ask for 2 MiB pages. Growing does not
+    copy what was received where the platform can resize a mapping; elsewhere it copies once.
+    """
+
+    __slots__ = ("end", "mem")
+
+    def __init__(self) -> None:
+        self.mem = self._map(_ARENA_FIRST)
+        self.end = 0
+
+    @staticmethod
+    def _map(size: int) -> mmap.mmap:
+        if _MAP_PRIVATE is None:  # pragma: no cover - Windows
+            return mmap.mmap(-1, size)
+        return mmap.mmap(-1, size, flags=_MAP_PRIVATE)
+
+    def room(self) -> memoryview:
+        """A view of the free tail, at most ``_READ_MAX`` (release it before the next call)."""
+        mem = self.mem
+        if len(mem) - self.end < _READ_ROOM:
+            size = max(4 * len(mem), self.end + _READ_ROOM)
+            try:
+                mem.resize(size)
+            except (BufferError, OSError, SystemError):  # no mremap here: copy once
+                grown = self._map(size)
+                grown[: self.end] = mem[: self.end]
+                mem.close()
+                mem = self.mem = grown
+            if size >= _ARENA_HUGE and _MADV_HUGEPAGE is not None:
+                with contextlib.suppress(OSError):  # no THP in this kernel
+                    mem.madvise(_MADV_HUGEPAGE)
+        return memoryview(mem)[self.end : self.end + _READ_MAX]
+
+    def take(self, start: int, stop: int) -> tuple[mmap.mmap | bytearray, int]:
+        """The buffer holding bytes ``start:stop`` and their offset in it; the arena is done.
+
+        A small result is copied into an exact bytearray (a mapping is at least a page); a
+        large one keeps the mapping, cut down to ``stop``."""
+        mem = self.mem
+        if stop - start < _KEEP_MAPPED:
+            with memoryview(mem) as view:
+                data = bytearray(view[start:stop])
+            mem.close()
+            return data, 0
+        with contextlib.suppress(BufferError, OSError, SystemError):  # no mremap: keep it all
+            mem.resize(stop)
+        return mem, start
+
+
+class GetIntoParser:
+    """A GET response held whole and received in place; the records become one batch.
+
+    For ``get()`` without a ``memory_limit`` on an ``InPlaceCodec``: the response arrives
+    in one ``_Arena`` (``read_into()`` lends its free tail; ``received(count)`` says what
+    came, 0 for end of input), its records are checked where they landed, and ``data()``
+    views them as one batch. Outcomes are those of ``GetResponseParser``: each record is
+    checked in the same order (terminator, size range, whole record, the codec's size), so
+    BAD_REQUEST, ERROR, DISCONNECTED and UNPARSEABLE_ENTITY come at the same points and
+    ``data()`` holds the same records.
+    """
+
+    def __init__(self, codec: InPlaceCodec) -> None:
+        self.codec = codec
+        self._arena = _Arena()
+        self._view: memoryview | None = None
+        self._pos = 0
+        self._records_at = 0
+        self._count = 0
+        self._state = _HEAD
+        self._eof = False
+        self._final: ResponseAcq | None = None
+
+    def read_into(self) -> ReadInto:
+        """The instruction to receive into the free tail of the buffer."""
+        self._view = self._arena.room()
+        return ReadInto(self._view)
+
+    def received(self, count: int) -> None:
+        """``count`` bytes arrived in the lent buffer (0: the input ended)."""
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if count:
+            self._arena.end += count
+        else:
+            self._eof = True
+
+    def data(self) -> Any:
+        """The records read (all, or those before a failure) as ``ResponseGet.data``."""
+        if not self._count:
+            return self.codec.get_data([])
+        start = self._records_at
+        buffer, offset = self._arena.take(start, start + self._size * self._count)
+        return self.codec.get_data([self.codec.view_records(buffer, offset, self._count)])
+
+    def _fail(self, status: ResponseStatus) -> ResponseAcq:
+        final = self._final = ResponseAcq(status)
+        return final
+
+    def _need(self) -> NeedData | ResponseAcq:
+        return self._fail(ResponseStatus.DISCONNECTED) if self._eof else NEED_DATA
+
+    def next_event(self) -> NeedData | ResponseAcq:
+        """NEED_DATA (``read_into`` next) or the final ResponseAcq."""
+        if self._final is not None:
+            return self._final
+        mem, end = self._arena.mem, self._arena.end
+        if self._state == _HEAD:
+            event = self._header(mem, end, ResponseStatus.BAD_REQUEST, 0)
+            if event is not None:
+                return event
+            self._state = _RECORDS
+            self._records_at = self._pos
+        if self._state == _RECORDS:
+            event = self._records(mem, end)
+            if event is not None:
+                return event
+        if self._state == _TAIL:
+            event = self._header(mem, end, ResponseStatus.ERROR, wire.ACQ_STRUCT.size)
+            if event is not None:
+                return event
+            self._state = _TAIL_ACQ
+        if end - self._pos < wire.ACQ_STRUCT.size:
+            return self._need()
+        (acq,) = wire.ACQ_STRUCT.unpack_from(mem, self._pos)
+        self._pos += wire.ACQ_STRUCT.size
+        final = self._final = ResponseAcq(ResponseStatus.OK, acq)
+        return final
+
+    _size = 0  # 4 + n of the records accepted
+
+    def _header(
+        self, mem: mmap.mmap, end: int, refused: ResponseStatus, body_size: int
+    ) -> NeedData | ResponseAcq | None:
+        """Take the header at the position: None when it is OK and announces ``body_size``."""
+        if end - self._pos < wire.HEADER_SIZE:
+            return self._need()
+        status, size = wire.HEADER.unpack_from(mem, self._pos)
+        self._pos += wire.HEADER_SIZE
+        if status != 0:
+            return self._fail(refused)
+        if size != body_size:
+            return self._fail(ResponseStatus.UNPARSEABLE_ENTITY)
+        return None
+
+    def _records(self, mem: mmap.mmap, end: int) -> NeedData | ResponseAcq | None:
+        """Check what arrived; None once the terminator is passed."""
+        unpack_n = wire.INT32.unpack_from
+        while True:
+            pos = self._pos
+            avail = end - pos
+            if avail < 4:
+                return self._need()
+            (n,) = unpack_n(mem, pos)
+            if n == 0:
+                self._pos = pos + 4
+                self._state = _TAIL
+                return None
+            if n < _MIN_RECORD or n > _MAX_RECORD:
+                return self._fail(ResponseStatus.UNPARSEABLE_ENTITY)
+            size = n + 4
+            if avail < size:
+                return self._need()
+            try:
+                count = self.codec.count_run(mem, pos, n, avail // size)
+            except UnparseableRecord:
+                return self._fail(ResponseStatus.UNPARSEABLE_ENTITY)
+            self._size = size
+            self._count += count
+            self._pos = pos + count * size
