@@ -14,7 +14,7 @@ from tstorage_server.storage import memory as memory_storage
 from tstorage_server.storage import sqlite as sqlite_storage
 from tstorage_server.storage.base import Storage
 from tstorage_server.storage.memory import MemoryStorage
-from tstorage_server.storage.sqlite import SqliteStorage, box_queries
+from tstorage_server.storage.sqlite import SqliteStorage, block_queries
 
 ALL = (Key.min(), Key.max())
 FRAME = struct.Struct("<iiqiqq")
@@ -125,29 +125,39 @@ async def test_acq0_stays_below_a_streaming_put_until_it_commits(
 
 
 def test_small_box_is_split_into_index_seeks() -> None:
-    queries = list(box_queries(Key(3, 10, 5, 100, 0), Key(5, 12, 6, 200, 2**62)))
-    # cid (2 values) x mid (2) x moid (1) become equalities; cap and acq stay ranges.
+    queries = list(block_queries(Key(3, 10, 5, 100, 0), Key(5, 12, 6, 200, 2**62), 30))
+    # cid (2 values) x mid (2) x moid (1) become equalities; the first cap is the seek range,
+    # from cap_lo minus the widest block span stored.
     assert len(queries) == 4
     sql, params = queries[0]
-    assert "cid = ? AND mid = ? AND moid = ? AND cap >= ?" in sql
-    assert params == (3, 10, 5, 100, 200, 0, 2**62)
+    assert "cid = ? AND mid = ? AND moid = ? AND first_cap >= ?" in sql
+    assert params == (3, 10, 5, 70, 200, 100, 0, 2**62)
 
 
 def test_wide_box_stays_one_range_query() -> None:
-    queries = list(box_queries(*ALL))
+    queries = list(block_queries(*ALL, 0))
     assert len(queries) == 1
     assert "cid >= ?" in queries[0][0]
+    # The seek start never goes below the int64 range.
+    assert queries[0][1][6] == Key.min().cap
 
 
-async def test_small_box_query_plan_uses_the_primary_key_index(tmp_path) -> None:
+async def test_small_box_query_plan_uses_the_block_index(tmp_path) -> None:
     storage = await SqliteStorage.open(str(tmp_path))
     await storage.close()
     conn = sqlite3.connect(tmp_path / sqlite_storage.DB_FILENAME)
-    sql, params = next(box_queries(Key(3, 10, 5, 100, 0), Key(4, 11, 6, 200, 2**62)))
+    sql, params = next(block_queries(Key(3, 10, 5, 100, 0), Key(4, 11, 6, 200, 2**62), 10))
     plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    latest = " ".join(
+        row[-1]
+        for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_storage._LATEST_BLOCK, (1, 2, 3))
+    )
     conn.close()
-    assert "SEARCH" in plan
-    assert "PRIMARY KEY (cid=? AND mid=? AND moid=? AND cap>? AND cap<?)" in plan
+    assert "SEARCH blocks USING INDEX blocks_by_cap" in plan
+    assert "(cid=? AND mid=? AND moid=? AND first_cap>? AND first_cap<?)" in plan
+    assert "TEMP B-TREE" not in plan  # the index order is the answer order
+    assert "USING INDEX blocks_by_series (cid=? AND mid=? AND moid=?)" in latest
+    assert "TEMP B-TREE" not in latest
 
 
 async def test_a_database_of_another_schema_version_is_refused(tmp_path) -> None:
