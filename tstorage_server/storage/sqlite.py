@@ -86,7 +86,7 @@ _BLOCK_COLUMNS = (
 _INSERT_BLOCK = f"INSERT INTO blocks ({_BLOCK_COLUMNS}) VALUES ({', '.join('?' * 15)})"  # noqa: S608 - constant column names
 _UPDATE_BLOCK = f"UPDATE blocks SET ({_BLOCK_COLUMNS}) = ({', '.join('?' * 15)}) WHERE seq = ?"  # noqa: S608 - constant column names
 _LATEST_BLOCK = (
-    "SELECT seq, count, length(frames) FROM blocks INDEXED BY blocks_by_series"
+    "SELECT seq, count, length(frames), last_cap, last_acq FROM blocks INDEXED BY blocks_by_series"
     " WHERE cid = ? AND mid = ? AND moid = ? ORDER BY seq DESC LIMIT 1"
 )
 _LOAD_BLOCK = "SELECT size, caps, acqs, offsets, frames FROM blocks WHERE seq = ?"
@@ -120,9 +120,11 @@ BLOCK_MAX_BYTES = 1024 * 1024
 """A block holds at most this many records and (unless one record is larger) frame bytes:
 a GET of a short range inside a block reads all of its caps, and a merge rewrites it."""
 
-MERGE_BELOW_RECORDS = 256
+MERGE_BELOW_RECORDS = 32
 """A write to a series whose latest block has fewer records is merged into that block
-(rewriting it) instead of adding a block: small PUTs do not leave one tiny block each."""
+(rewriting it) instead of adding a block: small PUTs do not leave one tiny block each. Kept
+small because every such write rewrites the whole block (256 cost 12 ms per PUT of 100
+single-record series, 32 cost 7.6 ms, no merging 6.2 ms; one row per record was 2.2 ms)."""
 
 _RUN_LIMIT = 1 << 20
 """Parser runs of one batch are joined up to this many records before they are split."""
@@ -445,13 +447,15 @@ def _write_block(conn: sqlite3.Connection, cid: int, mid: int, moid: int, block:
     block = normalized(block)
     latest = conn.execute(_LATEST_BLOCK, (cid, mid, moid)).fetchone()
     if latest is not None:
-        seq, count, nbytes = latest
+        seq, count, nbytes, last_cap, last_acq = latest
         if (
             count < MERGE_BELOW_RECORDS
             and count + len(block) <= BLOCK_MAX_RECORDS
             and nbytes + len(block.frames) <= BLOCK_MAX_BYTES
         ):
-            merged = normalized(concat([_load_block(conn, cid, seq), block]))
+            merged = concat([_load_block(conn, cid, seq), block])
+            if (block.caps[0], block.acqs[0]) <= (last_cap, last_acq):  # not simply appended
+                merged = sort_unique(merged)
             conn.execute(_UPDATE_BLOCK, (*_block_params(cid, mid, moid, merged), seq))
             return _span(merged)
     return _insert_pieces(conn, cid, mid, moid, block)
