@@ -150,7 +150,9 @@ async def test_small_box_query_plan_uses_the_block_index(tmp_path) -> None:
     plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
     latest = " ".join(
         row[-1]
-        for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_storage._LATEST_BLOCK, (1, 2, 3))
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + sqlite_storage._LATEST_BLOCK, (9, 9, 9, 9, 1, 2, 3)
+        )
     )
     conn.close()
     assert "SEARCH blocks USING INDEX blocks_by_cap" in plan

@@ -85,11 +85,15 @@ _BLOCK_COLUMNS = (
 )
 _INSERT_BLOCK = f"INSERT INTO blocks ({_BLOCK_COLUMNS}) VALUES ({', '.join('?' * 15)})"  # noqa: S608 - constant column names
 _UPDATE_BLOCK = f"UPDATE blocks SET ({_BLOCK_COLUMNS}) = ({', '.join('?' * 15)}) WHERE seq = ?"  # noqa: S608 - constant column names
+# The latest block of a series, with its contents only when it is small enough to merge into
+# (a CASE is evaluated lazily: a large block's blobs are not read).
 _LATEST_BLOCK = (
-    "SELECT seq, count, length(frames), last_cap, last_acq FROM blocks INDEXED BY blocks_by_series"
+    "SELECT seq, count, length(frames), last_cap, last_acq, size,"
+    " CASE WHEN count < ? THEN caps END, CASE WHEN count < ? THEN acqs END,"
+    " CASE WHEN count < ? THEN offsets END, CASE WHEN count < ? THEN frames END"
+    " FROM blocks INDEXED BY blocks_by_series"
     " WHERE cid = ? AND mid = ? AND moid = ? ORDER BY seq DESC LIMIT 1"
 )
-_LOAD_BLOCK = "SELECT size, caps, acqs, offsets, frames FROM blocks WHERE seq = ?"
 _SAVE_LAST_ACQ = "INSERT OR REPLACE INTO meta VALUES ('last_acq', ?)"
 # The widest cap span of any block ever written: a GET from cap_lo only looks at blocks that
 # start at cap_lo - max_span or later (so it seeks, instead of scanning a series' history).
@@ -424,20 +428,6 @@ def _insert_pieces(
     return max(map(_span, pieces))
 
 
-def _load_block(conn: sqlite3.Connection, cid: int, seq: int) -> FrameBlock:
-    size, caps, acqs, offsets, frames = conn.execute(_LOAD_BLOCK, (seq,)).fetchone()
-    return FrameBlock(
-        cid,
-        frames,
-        size,
-        None if offsets is None else _column(offsets),
-        array("q"),
-        array("i"),
-        _column(caps),
-        _column(acqs),
-    )
-
-
 def _write_block(conn: sqlite3.Connection, cid: int, mid: int, moid: int, block: FrameBlock) -> int:
     """Store a block of one series (any order); return the widest cap span written.
 
@@ -445,15 +435,26 @@ def _write_block(conn: sqlite3.Connection, cid: int, mid: int, moid: int, block:
     seq of the series, so the merged records (the new ones winning on equal keys) may keep it.
     """
     block = normalized(block)
-    latest = conn.execute(_LATEST_BLOCK, (cid, mid, moid)).fetchone()
+    below = MERGE_BELOW_RECORDS
+    latest = conn.execute(_LATEST_BLOCK, (below, below, below, below, cid, mid, moid)).fetchone()
     if latest is not None:
-        seq, count, nbytes, last_cap, last_acq = latest
+        seq, count, nbytes, last_cap, last_acq, size, caps, acqs, offsets, frames = latest
         if (
-            count < MERGE_BELOW_RECORDS
+            count < below
             and count + len(block) <= BLOCK_MAX_RECORDS
             and nbytes + len(block.frames) <= BLOCK_MAX_BYTES
         ):
-            merged = concat([_load_block(conn, cid, seq), block])
+            old = FrameBlock(
+                cid,
+                frames,
+                size,
+                None if offsets is None else _column(offsets),
+                array("q"),
+                array("i"),
+                _column(caps),
+                _column(acqs),
+            )
+            merged = concat([old, block])
             if (block.caps[0], block.acqs[0]) <= (last_cap, last_acq):  # not simply appended
                 merged = sort_unique(merged)
             conn.execute(_UPDATE_BLOCK, (*_block_params(cid, mid, moid, merged), seq))
