@@ -226,3 +226,22 @@ async def test_put_onto_a_key_a_puta_already_holds_replaces_it(storage: Storage)
         ((1, 1, 1, 6, 2001), b"from put"),
         ((1, 1, 1, 7, 2001), b"kept"),
     ]
+
+
+async def test_a_read_holding_a_block_is_not_disturbed_when_a_write_merges_into_it(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_storage, "READ_CHUNK_ROWS", 3)
+    storage = await SqliteStorage.open(str(tmp_path))
+    try:
+        await write(storage, 1, [puta_row(c, 1, b"old") for c in range(0, 20, 2)], True)
+        reader = storage.read(*ALL)
+        first = await anext(reader)  # the reader now holds the (small) block's frames blob
+        # Merged into that same block row (it is under MERGE_BELOW_RECORDS): an UPDATE.
+        await write(storage, 1, [puta_row(c, 1, b"new") for c in range(20)], True)
+        data = first + b"".join([chunk async for chunk in reader])
+        # The read sees its snapshot: every old record, none of the merge.
+        assert split_frames(data) == [((1, 1, 1, c, 1), b"old") for c in range(0, 20, 2)]
+        assert await read(storage) == [((1, 1, 1, c, 1), b"new") for c in range(20)]
+    finally:
+        await storage.close()
