@@ -29,6 +29,13 @@ async def storage(request: pytest.FixtureRequest, tmp_path):
     await store.close()
 
 
+@pytest.fixture
+async def sqlite_store(tmp_path):
+    store = await SqliteStorage.open(str(tmp_path))
+    yield store
+    await store.close()
+
+
 def put_row(cap: int, payload: bytes = b"p", mid: int = 1, moid: int = 1):
     return (20 + len(payload), mid, moid, cap, payload)
 
@@ -105,23 +112,20 @@ async def test_a_read_in_progress_is_not_disturbed_by_concurrent_writes(storage:
 
 
 async def test_acq0_stays_below_a_streaming_put_until_it_commits(
-    tmp_path, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_storage, "STAGE_LIMIT_BYTES", 1000)
-    storage = await SqliteStorage.open(str(tmp_path))
-    try:
-        put = storage.begin_put(False)
-        await put.add(1, [put_row(i, b"x" * 100) for i in range(20)])  # streams: acqs assigned
-        in_flight = storage.clock.stable()
-        # Not yet visible, so acq0 must not pass it...
-        assert await read(storage) == []
-        acq_min, acq_max = await put.commit()
-        assert in_flight <= acq_min
-        # ...and once committed it is visible and acq0 moves past it.
-        assert storage.clock.stable() > acq_max
-        assert len(await read(storage)) == 20
-    finally:
-        await storage.close()
+    storage = sqlite_store
+    put = storage.begin_put(False)
+    await put.add(1, [put_row(i, b"x" * 100) for i in range(20)])  # streams: acqs assigned
+    in_flight = storage.clock.stable()
+    # Not yet visible, so acq0 must not pass it...
+    assert await read(storage) == []
+    acq_min, acq_max = await put.commit()
+    assert in_flight <= acq_min
+    # ...and once committed it is visible and acq0 moves past it.
+    assert storage.clock.stable() > acq_max
+    assert len(await read(storage)) == 20
 
 
 def test_small_box_is_split_into_index_seeks() -> None:
@@ -229,19 +233,16 @@ async def test_put_onto_a_key_a_puta_already_holds_replaces_it(storage: Storage)
 
 
 async def test_a_read_holding_a_block_is_not_disturbed_when_a_write_merges_into_it(
-    tmp_path, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_storage, "READ_CHUNK_ROWS", 3)
-    storage = await SqliteStorage.open(str(tmp_path))
-    try:
-        await write(storage, 1, [puta_row(c, 1, b"old") for c in range(0, 20, 2)], True)
-        reader = storage.read(*ALL)
-        first = await anext(reader)  # the reader now holds the (small) block's frames blob
-        # Merged into that same block row (it is under MERGE_BELOW_RECORDS): an UPDATE.
-        await write(storage, 1, [puta_row(c, 1, b"new") for c in range(20)], True)
-        data = first + b"".join([chunk async for chunk in reader])
-        # The read sees its snapshot: every old record, none of the merge.
-        assert split_frames(data) == [((1, 1, 1, c, 1), b"old") for c in range(0, 20, 2)]
-        assert await read(storage) == [((1, 1, 1, c, 1), b"new") for c in range(20)]
-    finally:
-        await storage.close()
+    storage = sqlite_store
+    await write(storage, 1, [puta_row(c, 1, b"old") for c in range(0, 20, 2)], True)
+    reader = storage.read(*ALL)
+    first = await anext(reader)  # the reader now holds the (small) block's frames blob
+    # Merged into that same block row (it is under MERGE_BELOW_RECORDS): an UPDATE.
+    await write(storage, 1, [puta_row(c, 1, b"new") for c in range(20)], True)
+    data = first + b"".join([chunk async for chunk in reader])
+    # The read sees its snapshot: every old record, none of the merge.
+    assert split_frames(data) == [((1, 1, 1, c, 1), b"old") for c in range(0, 20, 2)]
+    assert await read(storage) == [((1, 1, 1, c, 1), b"new") for c in range(20)]
