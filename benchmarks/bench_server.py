@@ -9,6 +9,10 @@ socket, then GETs exactly those records back; prints every run, then the median 
 figure against the targets (memory ingest >= 1 M rec/s, SQLite ingest >= 500 k rec/s, GET >=
 2 M rec/s).
 
+``--small-puts N``: N PUTs of 100 records, each record of its own meter (a daemon's worst
+case: one record per series per request), over one connection to a SQLite server, then
+one GET of them.
+
 ``--table`` is the older per-workload table (issue 3). The server runs as a subprocess (its
 own interpreter and GIL, as in production). Two clients:
 "raw socket" sends pre-encoded request bytes and reads the response bytes without decoding,
@@ -262,13 +266,53 @@ def run_targets(records: int, repeat: int) -> None:
         )
 
 
+def run_small_puts(puts: int) -> None:
+    """``puts`` PUTs of ``SERIES`` records, one per meter, then a GET of them (SQLite)."""
+    print(f"nproc={os.cpu_count()} python={sys.version.split()[0]} sqlite={sqlite3.sqlite_version}")
+    print(f"start: {load()}")
+    requests = [encode_put(i * SERIES, SERIES, 5) for i in range(puts)]
+    total = puts * SERIES
+    get_request = (
+        HEADER.pack(RequestType.GET, 64) + KEY.pack(5, *Key.min()[1:]) + KEY.pack(6, *Key.max()[1:])
+    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ServerProcess(tmp) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as sock,
+    ):
+        assert server.process is not None
+        watch = Stopwatch(server.process.pid)
+
+        def put_all() -> None:
+            for request in requests:
+                sock.sendall(request)
+                recv_exactly(sock, 12 + 16)
+
+        def get() -> None:
+            sock.sendall(get_request)
+            recv_exactly(sock, 12 + total * (4 + 32 + len(PAYLOAD)) + 4 + 12 + 8)
+
+        wall, cpu = timed(watch, put_all)
+        print(
+            f"{puts:,} PUTs x {SERIES} records (one per meter): {puts / wall:,.0f} PUT/s,"
+            f" {total / wall:,.0f} rec/s wall, server CPU {cpu:.2f} s"
+        )
+        wall, cpu = timed(watch, get)
+        print(f"GET of those {total:,}: {total / wall:,.0f} rec/s wall, server CPU {cpu:.2f} s")
+    print(f"end: {load()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--put-size", type=int, default=100_000, help="records per PUT (--table)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (targets)")
     parser.add_argument("--table", action="store_true", help="the issue-3 per-workload table")
+    parser.add_argument("--small-puts", type=int, default=0, help="N small PUTs (SQLite)")
     args = parser.parse_args()
+    if args.small_puts:
+        run_small_puts(args.small_puts)
+        return
     if not args.table:
         run_targets(args.records, args.repeat)
         return

@@ -63,6 +63,28 @@ def encode_put(records: Iterable[tuple[Sequence[int], bytes]], with_acq: bool = 
     return b"".join(out)
 
 
+def encode_put_batches(records: Sequence[tuple[Key5, bytes]], with_acq: bool = False) -> bytes:
+    """A PUT / PUTA request with one batch per run of records of one cid (as clients send)."""
+    out = [HEADER.pack(6 if with_acq else 5, 0)]
+    i = 0
+    while i < len(records):
+        cid = records[i][0][0]
+        body = []
+        while i < len(records) and records[i][0][0] == cid:
+            (_, mid, moid, cap, acq), payload = records[i]
+            key = (
+                struct.pack("<qiqq", mid, moid, cap, acq)
+                if with_acq
+                else struct.pack("<qiq", mid, moid, cap)
+            )
+            body.append(I32.pack(len(key) + len(payload)) + key + payload)
+            i += 1
+        batch = b"".join(body)
+        out.append(struct.pack("<ii", cid, len(batch)) + batch)
+    out.append(I32.pack(-1))
+    return b"".join(out)
+
+
 def split_frames(data: bytes) -> list[tuple[tuple[int, ...], bytes]]:
     """(key, payload) of each GET record frame in ``data`` (frames back to back)."""
     out, pos = [], 0

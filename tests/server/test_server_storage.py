@@ -14,7 +14,7 @@ from tstorage_server.storage import memory as memory_storage
 from tstorage_server.storage import sqlite as sqlite_storage
 from tstorage_server.storage.base import Storage
 from tstorage_server.storage.memory import MemoryStorage
-from tstorage_server.storage.sqlite import SqliteStorage, box_queries
+from tstorage_server.storage.sqlite import SqliteStorage, block_queries
 
 ALL = (Key.min(), Key.max())
 FRAME = struct.Struct("<iiqiqq")
@@ -25,6 +25,13 @@ async def storage(request: pytest.FixtureRequest, tmp_path):
     store: Storage = (
         MemoryStorage() if request.param == "memory" else await SqliteStorage.open(str(tmp_path))
     )
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path):
+    store = await SqliteStorage.open(str(tmp_path))
     yield store
     await store.close()
 
@@ -105,49 +112,58 @@ async def test_a_read_in_progress_is_not_disturbed_by_concurrent_writes(storage:
 
 
 async def test_acq0_stays_below_a_streaming_put_until_it_commits(
-    tmp_path, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_storage, "STAGE_LIMIT_BYTES", 1000)
-    storage = await SqliteStorage.open(str(tmp_path))
-    try:
-        put = storage.begin_put(False)
-        await put.add(1, [put_row(i, b"x" * 100) for i in range(20)])  # streams: acqs assigned
-        in_flight = storage.clock.stable()
-        # Not yet visible, so acq0 must not pass it...
-        assert await read(storage) == []
-        acq_min, acq_max = await put.commit()
-        assert in_flight <= acq_min
-        # ...and once committed it is visible and acq0 moves past it.
-        assert storage.clock.stable() > acq_max
-        assert len(await read(storage)) == 20
-    finally:
-        await storage.close()
+    storage = sqlite_store
+    put = storage.begin_put(False)
+    await put.add(1, [put_row(i, b"x" * 100) for i in range(20)])  # streams: acqs assigned
+    in_flight = storage.clock.stable()
+    # Not yet visible, so acq0 must not pass it...
+    assert await read(storage) == []
+    acq_min, acq_max = await put.commit()
+    assert in_flight <= acq_min
+    # ...and once committed it is visible and acq0 moves past it.
+    assert storage.clock.stable() > acq_max
+    assert len(await read(storage)) == 20
 
 
 def test_small_box_is_split_into_index_seeks() -> None:
-    queries = list(box_queries(Key(3, 10, 5, 100, 0), Key(5, 12, 6, 200, 2**62)))
-    # cid (2 values) x mid (2) x moid (1) become equalities; cap and acq stay ranges.
+    queries = list(block_queries(Key(3, 10, 5, 100, 0), Key(5, 12, 6, 200, 2**62), 30))
+    # cid (2 values) x mid (2) x moid (1) become equalities; the first cap is the seek range,
+    # from cap_lo minus the widest block span stored.
     assert len(queries) == 4
     sql, params = queries[0]
-    assert "cid = ? AND mid = ? AND moid = ? AND cap >= ?" in sql
-    assert params == (3, 10, 5, 100, 200, 0, 2**62)
+    assert "cid = ? AND mid = ? AND moid = ? AND first_cap >= ?" in sql
+    assert params == (3, 10, 5, 70, 200, 100, 0, 2**62)
 
 
 def test_wide_box_stays_one_range_query() -> None:
-    queries = list(box_queries(*ALL))
+    queries = list(block_queries(*ALL, 0))
     assert len(queries) == 1
     assert "cid >= ?" in queries[0][0]
+    # The seek start never goes below the int64 range.
+    assert queries[0][1][6] == Key.min().cap
 
 
-async def test_small_box_query_plan_uses_the_primary_key_index(tmp_path) -> None:
+async def test_small_box_query_plan_uses_the_block_index(tmp_path) -> None:
     storage = await SqliteStorage.open(str(tmp_path))
     await storage.close()
     conn = sqlite3.connect(tmp_path / sqlite_storage.DB_FILENAME)
-    sql, params = next(box_queries(Key(3, 10, 5, 100, 0), Key(4, 11, 6, 200, 2**62)))
+    sql, params = next(block_queries(Key(3, 10, 5, 100, 0), Key(4, 11, 6, 200, 2**62), 10))
     plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    latest = " ".join(
+        row[-1]
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + sqlite_storage._LATEST_BLOCK, (9, 9, 9, 9, 1, 2, 3)
+        )
+    )
     conn.close()
-    assert "SEARCH" in plan
-    assert "PRIMARY KEY (cid=? AND mid=? AND moid=? AND cap>? AND cap<?)" in plan
+    assert "SEARCH blocks USING INDEX blocks_by_cap" in plan
+    assert "(cid=? AND mid=? AND moid=? AND first_cap>? AND first_cap<?)" in plan
+    assert "TEMP B-TREE" not in plan  # the index order is the answer order
+    assert "USING INDEX blocks_by_series (cid=? AND mid=? AND moid=?)" in latest
+    assert "TEMP B-TREE" not in latest
 
 
 async def test_a_database_of_another_schema_version_is_refused(tmp_path) -> None:
@@ -214,3 +230,19 @@ async def test_put_onto_a_key_a_puta_already_holds_replaces_it(storage: Storage)
         ((1, 1, 1, 6, 2001), b"from put"),
         ((1, 1, 1, 7, 2001), b"kept"),
     ]
+
+
+async def test_a_read_holding_a_block_is_not_disturbed_when_a_write_merges_into_it(
+    sqlite_store: SqliteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_storage, "READ_CHUNK_ROWS", 3)
+    storage = sqlite_store
+    await write(storage, 1, [puta_row(c, 1, b"old") for c in range(0, 20, 2)], True)
+    reader = storage.read(*ALL)
+    first = await anext(reader)  # the reader now holds the (small) block's frames blob
+    # Merged into that same block row (it is under MERGE_BELOW_RECORDS): an UPDATE.
+    await write(storage, 1, [puta_row(c, 1, b"new") for c in range(20)], True)
+    data = first + b"".join([chunk async for chunk in reader])
+    # The read sees its snapshot: every old record, none of the merge.
+    assert split_frames(data) == [((1, 1, 1, c, 1), b"old") for c in range(0, 20, 2)]
+    assert await read(storage) == [((1, 1, 1, c, 1), b"new") for c in range(20)]

@@ -16,7 +16,8 @@ from array import array
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from server_raw import split_frames
+from server_raw import Key5, split_frames
+from server_raw import encode_put_batches as encode_put
 
 from tstorage_client.protocol.server import (
     NEED_DATA,
@@ -37,29 +38,6 @@ from tstorage_server.storage.memory import MemoryStorage
 from tstorage_server.storage.sqlite import SqliteStorage
 
 FRAME = struct.Struct("<iiqiqq")
-Key5 = tuple[int, int, int, int, int]
-
-
-def encode_put(records: list[tuple[Key5, bytes]], with_acq: bool = False) -> bytes:
-    """A PUT / PUTA request with one batch per run of records of one cid (as clients send)."""
-    out = [struct.pack("<iQ", 6 if with_acq else 5, 0)]
-    i = 0
-    while i < len(records):
-        cid = records[i][0][0]
-        body = []
-        while i < len(records) and records[i][0][0] == cid:
-            (_, mid, moid, cap, acq), payload = records[i]
-            key = (
-                struct.pack("<qiqq", mid, moid, cap, acq)
-                if with_acq
-                else struct.pack("<qiq", mid, moid, cap)
-            )
-            body.append(struct.pack("<i", len(key) + len(payload)) + key + payload)
-            i += 1
-        batch = b"".join(body)
-        out.append(struct.pack("<ii", cid, len(batch)) + batch)
-    out.append(struct.pack("<i", -1))
-    return b"".join(out)
 
 
 def series_ids(pattern: str, count: int, draw_ids: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from array import array
 from itertools import accumulate, pairwise
-from operator import itemgetter
+from operator import itemgetter, lt
 from typing import Any, Literal
 
 from tstorage_client.protocol.server import RECORD_HEAD, RecordRun
@@ -27,9 +27,18 @@ __all__ = [
     "STRIDED_MAX_UNITS",
     "FrameBlock",
     "build_block",
+    "concat",
+    "cut",
+    "is_increasing",
+    "joined_block",
+    "merge_runs",
+    "normalized",
+    "pick",
     "progression",
     "rows_block",
+    "series_blocks",
     "series_period",
+    "sort_unique",
     "wire_columns",
 ]
 
@@ -253,19 +262,235 @@ def rows_block(cid: int, rows: list[Any], acqs: array[int] | None) -> FrameBlock
             head(len(p) + extra, cid, m, o, c, a) + p
             for (_, m, o, c, p), a in zip(rows, acqs, strict=True)
         ]
+    return joined_block(
+        cid,
+        parts,
+        array("q", map(_cap, rows)),
+        acqs,
+        array("q", map(_mid, rows)),
+        array("i", map(_moid, rows)),
+    )
+
+
+def joined_block(
+    cid: int,
+    parts: list[Any],
+    caps: array[int],
+    acqs: array[int],
+    mids: array[int] | None = None,
+    moids: array[int] | None = None,
+) -> FrameBlock:
+    """A block of the frames ``parts`` (bytes-like, one per record) with their key columns."""
     sizes = set(map(len, parts))
     size = sizes.pop() if len(sizes) == 1 else 0
     offsets = None if size else array("q", accumulate(map(len, parts), initial=0))
     return FrameBlock(
         cid,
-        b"".join(parts),
+        bytearray().join(parts),
         size,
         offsets,
-        array("q", map(_mid, rows)),
-        array("i", map(_moid, rows)),
-        array("q", map(_cap, rows)),
+        array("q") if mids is None else mids,
+        array("i") if moids is None else moids,
+        caps,
         acqs,
     )
+
+
+def is_increasing(caps: array[int], acqs: array[int]) -> bool:
+    """True when the ``(cap, acq)`` pairs are strictly increasing."""
+    cap_list = caps.tolist()
+    if all(map(lt, cap_list, cap_list[1:])):
+        return True
+    keys = list(zip(cap_list, acqs.tolist(), strict=True))
+    return all(map(lt, keys, keys[1:]))
+
+
+def frame_range(block: FrameBlock, lo: int, hi: int) -> tuple[int, int]:
+    """Byte range of the frames of records ``lo`` to ``hi`` (exclusive) of ``block``."""
+    if block.size:
+        return lo * block.size, hi * block.size
+    assert block.offsets is not None
+    return block.offsets[lo], block.offsets[hi]
+
+
+def cut(block: FrameBlock, lo: int, hi: int) -> FrameBlock:
+    """Records ``lo`` to ``hi`` (exclusive) of ``block`` (series columns left out)."""
+    start, end = frame_range(block, lo, hi)
+    offsets = None
+    if not block.size:
+        assert block.offsets is not None
+        offsets = array("q", [o - start for o in block.offsets[lo : hi + 1]])
+    return FrameBlock(
+        block.cid,
+        block.frames[start:end],
+        block.size,
+        offsets,
+        array("q"),
+        array("i"),
+        block.caps[lo:hi],
+        block.acqs[lo:hi],
+    )
+
+
+def pick(block: FrameBlock, indexes: list[int]) -> FrameBlock:
+    """The records at ``indexes`` of ``block``, in that order (series columns left out)."""
+    caps, acqs, size = block.caps, block.acqs, block.size
+    with memoryview(block.frames) as data:
+        if size:
+            parts = [data[i * size : i * size + size] for i in indexes]
+        else:
+            offsets = block.offsets
+            assert offsets is not None
+            parts = [data[offsets[i] : offsets[i + 1]] for i in indexes]
+        out = joined_block(
+            block.cid,
+            parts,
+            array("q", [caps[i] for i in indexes]),
+            array("q", [acqs[i] for i in indexes]),
+        )
+        del parts
+    if size and not out.size:  # no records: keep the size
+        out.size, out.offsets = size, None
+    return out
+
+
+def concat(blocks: list[FrameBlock]) -> FrameBlock:
+    """The records of ``blocks`` (of one cid) one block after the other."""
+    caps, acqs = array("q"), array("q")
+    for block in blocks:
+        caps += block.caps
+        acqs += block.acqs
+    sizes = {block.size for block in blocks}
+    size = sizes.pop() if len(sizes) == 1 else 0
+    offsets = None
+    if not size:
+        offsets = array("q", [0])
+        for block in blocks:
+            base = offsets[-1]
+            if block.size:
+                new = range(base + block.size, base + len(block.frames) + 1, block.size)
+                offsets.extend(array("q", new))
+            else:
+                assert block.offsets is not None
+                offsets.extend(array("q", [base + o for o in block.offsets[1:]]))
+    frames = bytearray().join([block.frames for block in blocks])
+    return FrameBlock(blocks[0].cid, frames, size, offsets, array("q"), array("i"), caps, acqs)
+
+
+def sort_unique(block: FrameBlock) -> FrameBlock:
+    """``block`` sorted by ``(cap, acq)``; of a repeated key only its last record is kept
+    (upsert: last write wins)."""
+    keys = list(zip(block.caps.tolist(), block.acqs.tolist(), strict=True))
+    latest = dict(zip(keys, range(len(keys)), strict=True))
+    return pick(block, sorted(latest.values(), key=keys.__getitem__))
+
+
+def normalized(block: FrameBlock) -> FrameBlock:
+    """``block`` itself when its keys strictly increase, else :func:`sort_unique` of it."""
+    if is_increasing(block.caps, block.acqs):
+        return block
+    return sort_unique(block)
+
+
+def series_blocks(cid: int, rows: Rows, first_acq: int | None) -> list[tuple[int, int, FrameBlock]]:
+    """A batch of ``cid`` split into its series: ``(mid, moid, block)`` per series.
+
+    PUT rows get the acqs ``first_acq, first_acq + 1, ...`` in batch order; PUTA rows
+    (``first_acq`` None) keep theirs. A run of one series or of a fixed cycle of series is
+    split with strided copies; other runs and decoded rows record by record.
+    """
+    if not rows:
+        return []
+    if not isinstance(rows, RecordRun):
+        return _rows_series(cid, rows, first_acq)
+    mids, moids = wire_columns(rows)
+    period = series_period(mids, moids)
+    if not period:
+        return _mixed_series(build_block(cid, rows, first_acq))
+    put_acqs = None if first_acq is None else progression(first_acq, len(rows))
+    return [
+        (
+            mids[start],
+            moids[start],
+            build_block(cid, rows, first_acq, start, period, put_acqs=put_acqs, with_ids=False),
+        )
+        for start in range(period)
+    ]
+
+
+def _rows_series(
+    cid: int, rows: list[Any], first_acq: int | None
+) -> list[tuple[int, int, FrameBlock]]:
+    """Decoded rows (mixed sizes): grouped by series first, then packed per series."""
+    groups: dict[tuple[int, int], tuple[list[Any], list[int]]] = {}
+    if first_acq is None:
+        for row in rows:
+            group = groups.get((row[1], row[2]))
+            if group is None:
+                group = groups[(row[1], row[2])] = ([], [])
+            group[0].append(row)
+    else:
+        for row, acq in zip(rows, range(first_acq, first_acq + len(rows)), strict=True):
+            group = groups.get((row[1], row[2]))
+            if group is None:
+                group = groups[(row[1], row[2])] = ([], [])
+            group[0].append(row)
+            group[1].append(acq)
+    return [
+        (mid, moid, rows_block(cid, part, None if first_acq is None else array("q", acqs)))
+        for (mid, moid), (part, acqs) in groups.items()
+    ]
+
+
+def _mixed_series(block: FrameBlock) -> list[tuple[int, int, FrameBlock]]:
+    """Split a block of fixed-size frames of several series in no fixed order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, sid in enumerate(zip(block.mids, block.moids, strict=True)):
+        group = groups.get(sid)
+        if group is None:
+            groups[sid] = [index]
+        else:
+            group.append(index)
+    if len(groups) == 1:
+        ((mid, moid),) = groups
+        return [(mid, moid, block)]
+    return [(mid, moid, pick(block, indexes)) for (mid, moid), indexes in groups.items()]
+
+
+def merge_runs(batches: list[tuple[int, Rows]], limit: int) -> list[tuple[int, Rows]]:
+    """Join consecutive runs of one cid and record size into runs of up to ``limit`` records.
+
+    The parser hands a long batch out in read-sized pieces; bulk conversion is cheaper per
+    record the longer the run. Row lists and runs of other sizes are kept as they are.
+    """
+    merged: list[tuple[int, Rows]] = []
+    pending: list[RecordRun] = []
+    pending_cid = 0
+
+    def flush() -> None:
+        if len(pending) == 1:
+            merged.append((pending_cid, pending[0]))
+        elif pending:
+            first = pending[0]
+            data = b"".join([run.data for run in pending])
+            merged.append((pending_cid, RecordRun(data, first.n, first.with_acq)))
+        pending.clear()
+
+    for cid, rows in batches:
+        if isinstance(rows, RecordRun):
+            if pending and (
+                cid != pending_cid
+                or rows.n != pending[0].n
+                or sum(run.count for run in pending) + rows.count > limit
+            ):
+                flush()
+            pending.append(rows)
+            pending_cid = cid
+        else:
+            flush()
+            merged.append((cid, rows))
+    flush()
+    return merged
 
 
 def series_period(mids: array[int], moids: array[int]) -> int:

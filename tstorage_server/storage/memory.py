@@ -20,22 +20,18 @@ import asyncio
 from array import array
 from bisect import bisect_left
 from collections.abc import AsyncGenerator
-from itertools import accumulate
-from operator import lt
 from typing import Any
 
-from tstorage_client.protocol.server import RecordRun
 from tstorage_client.record import ACQ_MAX, ACQ_MIN, Key
 from tstorage_server.acq import AcqClock
 from tstorage_server.rules import Rows
 from tstorage_server.storage.base import NO_ACQ_RANGE, PutTransaction, Storage
 from tstorage_server.storage.frames import (
     FrameBlock,
-    build_block,
-    progression,
-    rows_block,
-    series_period,
-    wire_columns,
+    is_increasing,
+    merge_runs,
+    series_blocks,
+    sort_unique,
 )
 
 __all__ = ["MemoryStorage"]
@@ -45,20 +41,13 @@ SeriesId = tuple[int, int, int]
 READ_CHUNK_ROWS = 8192
 """Records per chunk of a GET: bounds what one read step holds and how long it runs."""
 
+_NO_IDS, _NO_MOIDS = array("q"), array("i")
+
 COMMIT_STEP_ROWS = 32768
 """Records stored per step of a commit, between yields to the event loop: bulk work costs a
 fixed overhead per series and step, so steps are longer than a parsed batch (32768: about as
 long in time as the 8192-record steps of per-record storing were; 16384 cost ~12 % more
 instructions per record, 65536 saved ~10 % but doubled the stall other connections see)."""
-
-
-def _increasing(caps: array[int], acqs: array[int]) -> bool:
-    """True when the ``(cap, acq)`` pairs are strictly increasing."""
-    cap_list = caps.tolist()
-    if all(map(lt, cap_list, cap_list[1:])):
-        return True
-    keys = list(zip(cap_list, acqs.tolist(), strict=True))
-    return all(map(lt, keys, keys[1:]))
 
 
 class _Series:
@@ -86,7 +75,7 @@ class _Series:
         own = self.caps
         # Still sorted only if the block starts after the last record and increases itself.
         after = not own or caps[0] > own[-1] or (caps[0] == own[-1] and acqs[0] > self.acqs[-1])
-        if not (after and (self.dirty or _increasing(caps, acqs))):
+        if not (after and (self.dirty or is_increasing(caps, acqs))):
             self.dirty = True
         if not own and not self.offsets:
             self.size = block.size
@@ -119,25 +108,16 @@ class _Series:
         return self.caps, self.acqs, self.data, self.size, self.offsets
 
     def _sort(self) -> None:
-        caps, acqs = self.caps.tolist(), self.acqs.tolist()
-        keys = list(zip(caps, acqs, strict=True))
-        # The last index of a repeated key wins: upsert, last write wins.
-        latest = dict(zip(keys, range(len(keys)), strict=True))
-        order = sorted(latest.values(), key=keys.__getitem__)
-        with memoryview(self.data) as data:
-            if self.size:
-                size = self.size
-                parts = [data[i * size : i * size + size] for i in order]
-            else:
-                offsets = self.offsets
-                parts = [data[offsets[i] : offsets[i + 1]] for i in order]
-            frames = bytearray(b"".join(parts))
-            if not self.size:
-                self.offsets = array("q", accumulate(map(len, parts), initial=0))
-            del parts
-        self.caps = array("q", [caps[i] for i in order])
-        self.acqs = array("q", [acqs[i] for i in order])
-        self.data = frames
+        offsets = None if self.size else self.offsets
+        block = FrameBlock(
+            0, self.data, self.size, offsets, _NO_IDS, _NO_MOIDS, self.caps, self.acqs
+        )
+        block = sort_unique(block)
+        if not self.size:
+            self.offsets = block.offsets or array("q", range(0, len(block.frames) + 1, block.size))
+        self.caps, self.acqs = block.caps, block.acqs
+        assert isinstance(block.frames, bytearray)
+        self.data = block.frames
         self.dirty = False
 
 
@@ -165,45 +145,9 @@ class MemoryStorage(Storage):
         or PUTA rows (``first_acq`` None) with their own acqs (upsert: a repeated key wins)."""
         if not rows:
             return
-        if not isinstance(rows, RecordRun):
-            self._store_rows(cid, rows, first_acq)
-            return
-        mids, moids = wire_columns(rows)
-        period = series_period(mids, moids)
-        if not period:
-            self._store_mixed(build_block(cid, rows, first_acq), first_acq)
-            return
-        put_acqs = None if first_acq is None else progression(first_acq, len(rows))
-        blocks = [
-            build_block(cid, rows, first_acq, start, period, put_acqs=put_acqs, with_ids=False)
-            for start in range(period)
-        ]
-        self._note_acqs(first_acq, len(rows), blocks)
-        for start, block in enumerate(blocks):
-            self._series_of(cid, mids[start], moids[start]).extend(block)
-
-    def _store_rows(self, cid: int, rows: list[Any], first_acq: int | None) -> None:
-        """Decoded rows (mixed sizes): grouped by series first, then packed per series."""
-        groups: dict[tuple[int, int], tuple[list[Any], list[int]]] = {}
-        if first_acq is None:
-            for row in rows:
-                group = groups.get((row[1], row[2]))
-                if group is None:
-                    group = groups[(row[1], row[2])] = ([], [])
-                group[0].append(row)
-        else:
-            for row, acq in zip(rows, range(first_acq, first_acq + len(rows)), strict=True):
-                group = groups.get((row[1], row[2]))
-                if group is None:
-                    group = groups[(row[1], row[2])] = ([], [])
-                group[0].append(row)
-                group[1].append(acq)
-        blocks = {
-            sid: rows_block(cid, part, None if first_acq is None else array("q", acqs))
-            for sid, (part, acqs) in groups.items()
-        }
-        self._note_acqs(first_acq, len(rows), list(blocks.values()))
-        for (mid, moid), block in blocks.items():
+        blocks = series_blocks(cid, rows, first_acq)
+        self._note_acqs(first_acq, len(rows), [block for _, _, block in blocks])
+        for mid, moid, block in blocks:
             self._series_of(cid, mid, moid).extend(block)
 
     def _note_acqs(self, first_acq: int | None, count: int, blocks: list[FrameBlock]) -> None:
@@ -215,38 +159,6 @@ class MemoryStorage(Storage):
             high = max(max(block.acqs) for block in blocks)
         self._acq_lo = min(self._acq_lo, low)
         self._acq_hi = max(self._acq_hi, high)
-
-    def _store_mixed(self, block: FrameBlock, first_acq: int | None) -> None:
-        """Split a block of fixed-size frames of several series in no fixed order."""
-        self._note_acqs(first_acq, len(block), [block])
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, sid in enumerate(zip(block.mids, block.moids, strict=True)):
-            group = groups.get(sid)
-            if group is None:
-                groups[sid] = [index]
-            else:
-                group.append(index)
-        if len(groups) == 1:
-            ((mid, moid),) = groups
-            self._series_of(block.cid, mid, moid).extend(block)
-            return
-        size, caps, acqs = block.size, block.caps, block.acqs
-        assert size, "a record run has frames of one size"
-        with memoryview(block.frames) as view:
-            for (mid, moid), indexes in groups.items():
-                parts = [view[i * size : i * size + size] for i in indexes]
-                part = FrameBlock(
-                    block.cid,
-                    b"".join(parts),
-                    size,
-                    None,
-                    array("q"),
-                    array("i"),
-                    array("q", [caps[i] for i in indexes]),
-                    array("q", [acqs[i] for i in indexes]),
-                )
-                del parts
-                self._series_of(block.cid, mid, moid).extend(part)
 
     async def read(self, key_min: Key, key_max: Key) -> AsyncGenerator[bytes, None]:
         cid_lo, mid_lo, moid_lo, cap_lo, acq_lo = key_min
@@ -293,42 +205,6 @@ class MemoryStorage(Storage):
 
     async def close(self) -> None:
         self._series.clear()
-
-
-def merge_runs(batches: list[tuple[int, Rows]], limit: int) -> list[tuple[int, Rows]]:
-    """Join consecutive runs of one cid and record size into runs of up to ``limit`` records.
-
-    The parser hands a long batch out in read-sized pieces; bulk conversion is cheaper per
-    record the longer the run. Row lists and runs of other sizes are kept as they are.
-    """
-    merged: list[tuple[int, Rows]] = []
-    pending: list[RecordRun] = []
-    pending_cid = 0
-
-    def flush() -> None:
-        if len(pending) == 1:
-            merged.append((pending_cid, pending[0]))
-        elif pending:
-            first = pending[0]
-            data = b"".join([run.data for run in pending])
-            merged.append((pending_cid, RecordRun(data, first.n, first.with_acq)))
-        pending.clear()
-
-    for cid, rows in batches:
-        if isinstance(rows, RecordRun):
-            if pending and (
-                cid != pending_cid
-                or rows.n != pending[0].n
-                or sum(run.count for run in pending) + rows.count > limit
-            ):
-                flush()
-            pending.append(rows)
-            pending_cid = cid
-        else:
-            flush()
-            merged.append((cid, rows))
-    flush()
-    return merged
 
 
 class _MemoryPut(PutTransaction):
