@@ -232,6 +232,11 @@ class RecordCodec:
             )
         self._decoders: dict[int, Callable[[ReadBuffer, int, int], tuple[list[Any], int]]] = {}
         self._row_structs: dict[str, struct.Struct] = {}
+        # BytesPayloadType's own bulk encoder: a bytes value is sent as it is.
+        self._raw_bytes = (
+            type(payload_type).to_bytes_many is BytesPayloadType.to_bytes_many
+            and type(payload_type).to_bytes is BytesPayloadType.to_bytes
+        )
 
     # ---------------------------------------------------------------- encoding (PUT/PUTA)
 
@@ -289,15 +294,22 @@ class RecordCodec:
             else:
                 rows = map(_PUTA_FIELDS if with_acq else _PUT_FIELDS, chunk)
             return self._pack_rows(cids, fields_fmt + body_fmt, rows, max_batch_size)
-        payloads = self.payload_type.to_bytes_many(map(_ITEM5, chunk))
+        values = list(map(_ITEM5, chunk))
+        # Raw bytes values are their own payloads: the rows then read them from the records.
+        raw = self._raw_bytes and set(map(type, values)) == {bytes}
+        payloads = values if raw else self.payload_type.to_bytes_many(values)
         sizes = list(map(len, payloads))
+        size = sizes[0]
+        one_size = sizes.count(size) == len(sizes) and size <= wire.MAX_PAYLOAD
+        if one_size and (raw or set(map(type, payloads)) == {bytes}):
+            # Payloads of one size: one struct packs a whole row, as for a fixed size.
+            if raw:
+                rows = map(_PUTA_FIELDS if with_acq else _PUT_FIELDS, chunk)
+            else:
+                rows = zip(*_key_columns(chunk, with_acq), payloads, strict=True)
+            return self._pack_rows(cids, f"{fields_fmt}{size}s", rows, max_batch_size)
         if max(sizes) > wire.MAX_PAYLOAD:
             raise ValueError(f"a payload exceeds the {wire.MAX_PAYLOAD}-byte limit")
-        size = sizes[0]
-        if sizes.count(size) == len(sizes) and set(map(type, payloads)) == {bytes}:
-            # Payloads of one size: one struct packs a whole row, as for a fixed-size type.
-            rows = zip(*_key_columns(chunk, with_acq), payloads, strict=True)
-            return self._pack_rows(cids, f"{fields_fmt}{size}s", rows, max_batch_size)
         order, groups = group_by_cid(list(range(len(cids))), cids)
         if order is not None:
             chunk = list(map(chunk.__getitem__, order))
