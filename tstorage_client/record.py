@@ -205,7 +205,10 @@ class Record(tuple[Any, ...], Generic[T_co]):
     __match_args__ = ("key", "value")
 
     def __new__(cls, key: Key, value: T_co) -> Record[T_co]:
-        cid, mid, moid, cap, acq = key
+        try:
+            cid, mid, moid, cap, acq = key
+        except (TypeError, ValueError):
+            raise TypeError(f"a Record's key must be a Key, got {key!r}") from None
         return _tuple_new(cls, (cid, mid, moid, cap, acq, value))
 
     @classmethod

@@ -165,3 +165,9 @@ def test_records_order_by_key_then_value(low: Record[float], high: Record[float]
     assert not high <= low
     assert sorted([high, low]) == [low, high]
     assert (low.key, low.value) < (high.key, high.value)  # the dataclass order, field by field
+
+
+@pytest.mark.parametrize("key", [None, "cid", (1, 2, 3), 7])
+def test_a_record_of_something_that_is_not_a_key_is_refused_by_name(key: object) -> None:
+    with pytest.raises(TypeError, match="a Record's key must be a Key"):
+        Record(key, 1.0)  # type: ignore[arg-type]
