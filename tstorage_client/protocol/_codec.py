@@ -326,7 +326,7 @@ class RecordCodec:
         spans = chain.from_iterable(
             split_by_bytes(cid, a, b, ends, max_batch_size) for cid, a, b in groups
         )
-        return _join_batches(pieces, spans, 2)
+        return _join_batches(pieces, spans)
 
     def _pack_rows(
         self,
@@ -475,17 +475,15 @@ def _valid_record(record: object) -> bool:
     return isinstance(record, Record) and record.key.valid()
 
 
-def _join_batches(packed: list[bytes], spans: Iterable[BatchSpan], per_record: int = 1) -> bytes:
-    """Interleave per-cid batch headers with the packed records of each span.
-
-    ``per_record`` is how many pieces of ``packed`` make one record.
-    """
+def _join_batches(pieces: list[bytes], spans: Iterable[BatchSpan]) -> bytes:
+    """Interleave per-cid batch headers with the records of each span; a record is two
+    pieces (its head, its payload)."""
     parts: list[bytes] = []
     append, extend = parts.append, parts.extend
     pack_header = wire.BATCH_HEADER.pack
     for cid, a, b, batch_bytes in spans:
         append(pack_header(cid, batch_bytes))
-        extend(packed[a * per_record : b * per_record])
+        extend(pieces[2 * a : 2 * b])
     return b"".join(parts)
 
 
@@ -510,4 +508,4 @@ def _join_pieces(
         cid, _, count = groups[0]
         return b"".join([wire.BATCH_HEADER.pack(cid, sum(sizes) + count * overhead), *pieces])
     spans = [(cid, a, b, sum(sizes[a:b]) + (b - a) * overhead) for cid, a, b in groups]
-    return _join_batches(pieces, spans, 2)
+    return _join_batches(pieces, spans)
