@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,3 +108,21 @@ def test_interleaved_cids_of_a_chunk_boundary_equal_the_reference() -> None:
         for a in range(0, 40_000, 16384)
     ]
     assert got == struct.pack("<iQ", 5, 0) + b"".join(want) + struct.pack("<i", -1)
+
+
+@pytest.mark.parametrize(
+    "cycle",
+    [
+        [3, 1, 2],  # a cycle of distinct cids: grouped by slices (tail cut mid-cycle below)
+        [0, 1, 1],  # a repeated cid inside the period: not a clean cycle
+        [1, 0, 1, 0, 2],  # the cycle breaks at the end
+        [5, 5, 4],
+    ],
+)
+def test_cid_cycles_and_near_cycles_equal_the_reference(cycle: list[int]) -> None:
+    payload_type = StructPayloadType("<d")
+    cids = (cycle * 40)[:-1] if len(set(cycle)) == len(cycle) else cycle * 40
+    records = [Record(Key(cid, i, 0, 10**12 + i), i / 2) for i, cid in enumerate(cids)]
+    for max_batch in (2**31 - 1, 100):
+        got = b"".join(encode_put(RecordCodec(payload_type), records, max_batch_size=max_batch))
+        assert got == reference_put(payload_type, records, False, max_batch)
