@@ -172,7 +172,7 @@ class AsyncTransport:
         view = memoryview(self._scratch)[:size]
         return bytes(view[: await self.read_into(view)])
 
-    async def write(self, data: bytes | memoryview) -> None:
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of ``data``. Raises OSError (TimeoutError too)."""
         protocol, transport = self._protocol, self._transport
         with memoryview(data) as view:

@@ -47,7 +47,7 @@ class Transport:
         self._sock = sock
         self.read: Callable[[int], bytes] = sock.recv
         self.read_into: Callable[[memoryview], int] = sock.recv_into
-        self.write: Callable[[bytes | memoryview], None] = sock.sendall
+        self.write: Callable[[bytes | bytearray | memoryview], None] = sock.sendall
 
     def set_timeout(self, timeout: float | None) -> None:
         """Change the bound of the next reads and writes at once."""

@@ -50,7 +50,7 @@ __all__ = [
 
 R = TypeVar("R", bound=Response)
 
-Instruction = bytes | memoryview | NeedData | ReadInto | RecordsBatch
+Instruction = bytes | bytearray | memoryview | NeedData | ReadInto | RecordsBatch
 Reply = bytes | int | None
 """What the channel resumes an operation with: received bytes, a count, or None."""
 Operation = Generator[Instruction, Reply, R]
@@ -75,7 +75,7 @@ def _until_final(
             return event
 
 
-def put_operation(chunks: Iterable[bytes | memoryview]) -> Operation[ResponsePut]:
+def put_operation(chunks: Iterable[bytes | bytearray | memoryview]) -> Operation[ResponsePut]:
     """PUT/PUTA: send the encoded chunks, then read the ResponsePut."""
     yield from chunks
     response: ResponsePut = yield from _until_final(PutResponseParser())

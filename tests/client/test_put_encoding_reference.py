@@ -20,6 +20,7 @@ from tstorage_client.payload_type import (
     StructPayloadType,
     TuplePayloadType,
 )
+from tstorage_client.protocol import _codec
 from tstorage_client.protocol._codec import RecordCodec
 from tstorage_client.protocol.client import encode_put
 from tstorage_client.record import Key, Record
@@ -126,3 +127,119 @@ def test_cid_cycles_and_near_cycles_equal_the_reference(cycle: list[int]) -> Non
     for max_batch in (2**31 - 1, 100):
         got = b"".join(encode_put(RecordCodec(payload_type), records, max_batch_size=max_batch))
         assert got == reference_put(payload_type, records, False, max_batch)
+
+
+class _Int64Bytes(PayloadType[int]):
+    """A payload type of its own: every value is 8 bytes (one-size bytes not the record's own)."""
+
+    def to_bytes(self, value: int) -> bytes:
+        return struct.pack("<q", value)
+
+    def from_bytes(self, data: bytes) -> int:
+        value: int = struct.unpack("<q", data)[0]
+        return value
+
+
+@pytest.fixture
+def laid_out(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the chunks the word layout encoded (the put must not pass through the
+    fallback only)."""
+    calls: list[int] = []
+    original = _codec._lay_out_rows
+
+    def counting(records: list[Record[Any]], *args: Any) -> bytearray:
+        calls.append(len(records))
+        return original(records, *args)
+
+    monkeypatch.setattr(_codec, "_lay_out_rows", counting)
+    return calls
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from([0, 4, 8, 100]),
+    st.lists(CIDS, min_size=1, max_size=3, unique=True),
+    st.booleans(),
+    st.lists(st.tuples(I64, I32, I64, I64), min_size=32, max_size=300),
+    st.booleans(),
+    st.sampled_from([2**31 - 1, 4000, 10_000]),
+    st.randoms(use_true_random=False),
+)
+def test_one_size_word_payloads_laid_out_equal_the_reference(
+    size: int,
+    cids: list[int],
+    cycle: bool,
+    keys: list[tuple[int, int, int, int]],
+    with_acq: bool,
+    max_batch: int,
+    rnd: Any,
+) -> None:
+    # Payloads of one size that is a multiple of 4 are laid out by a join and strided
+    # word copies of the key columns (one cid, or cids in a cycle, read with the cycle's
+    # step): the extremes of every key field (negative int64s split into two words) and
+    # several batches per cid must give the reference's bytes; so must any other order.
+    records = [
+        Record(
+            Key(cids[i % len(cids)] if cycle else rnd.choice(cids), *fields), rnd.randbytes(size)
+        )
+        for i, fields in enumerate(keys)
+    ]
+    payload_type = BytesPayloadType()
+    got = b"".join(
+        encode_put(RecordCodec(payload_type), records, with_acq=with_acq, max_batch_size=max_batch)
+    )
+    assert got == reference_put(payload_type, records, with_acq, max_batch)
+
+
+def test_the_word_layout_runs_for_one_size_payloads_and_not_for_others(
+    laid_out: list[int],
+) -> None:
+    def encoded(payload_type: PayloadType[Any], values: list[Any], cids: int) -> bytes:
+        # cids > 0: i % cids (one cid or a cycle); 0: the order 0, 0, 1, 0, 0, 1 (no cycle)
+        records = [
+            Record(
+                Key(i % cids if cids else i % 3 // 2, -i, -(i % 7), 10**12 - i, -(2**63) + i), value
+            )
+            for i, value in enumerate(values)
+        ]
+        codec = RecordCodec(payload_type)
+        got = b"".join(encode_put(codec, records, with_acq=True, max_batch_size=2**31 - 1))
+        # The library encodes chunk by chunk: compare chunk-wise references.
+        want = [
+            reference_put(payload_type, records[a : a + 16384], True, 2**31 - 1)[12:-4]
+            for a in range(0, len(records), 16384)
+        ]
+        assert got == struct.pack("<iQ", 6, 0) + b"".join(want) + struct.pack("<i", -1)
+        return got
+
+    count = 40_000  # three encoding chunks
+    encoded(BytesPayloadType(), [bytes([i % 251]) * 100 for i in range(count)], 1)
+    assert laid_out == [16384, 16384, count - 2 * 16384]
+    laid_out.clear()
+    encoded(BytesPayloadType(), [bytes([i % 251]) * 100 for i in range(count)], 10)
+    assert laid_out == [16384, 16384, count - 2 * 16384]
+    laid_out.clear()
+    # The payload type's bytes, not the record's values:
+    encoded(_Int64Bytes(), list(range(1000)), 3)
+    encoded(BytesPayloadType(), [bytearray([i % 251]) * 100 for i in range(1000)], 1)
+    assert laid_out == [1000, 1000]
+    laid_out.clear()
+    encoded(BytesPayloadType(), [bytes(102)] * 1000, 1)  # rows not of whole words
+    encoded(BytesPayloadType(), [bytes(100)] * 1000, 1000)  # batches of one record
+    encoded(BytesPayloadType(), [bytes(i % 2 * 4) for i in range(1000)], 1)  # two sizes
+    encoded(BytesPayloadType(), [bytes(100)] * 1000, 0)  # cids in no cycle
+    assert laid_out == []
+
+
+def test_a_bad_key_among_laid_out_rows_ends_or_is_skipped_as_in_per_row_packing(
+    laid_out: list[int],
+) -> None:
+    payload_type = BytesPayloadType()
+    good = [Record(Key(1, i, 0, 10**12 + i), bytes(100)) for i in range(100)]
+    for bad_key in (Key(1, 5, 2**31, 0), Key(1, 2**63, 0, 0), Key(1, 5, 0, -(2**63) - 1)):
+        records = [*good, Record(bad_key, bytes(100)), *good]
+        skipped = b"".join(encode_put(RecordCodec(payload_type), records, skip_invalid=True))
+        assert skipped == reference_put(payload_type, good + good, False, 2**31 - 1)
+        ended = b"".join(encode_put(RecordCodec(payload_type), records))
+        assert ended == reference_put(payload_type, good, False, 2**31 - 1)
+    assert laid_out  # the valid records were laid out after the bad one was found

@@ -10,7 +10,10 @@ records (records of one size) or per batch, never per record.
   object per record; ``Record`` is a tuple-backed dataclass for exactly this reason). The
   records' ``n`` fields are checked by strided byte counts, not one by one.
 - Encoding a PUT chunk: records are bucketed by cid (no sort), then each record is packed
-  with one cached ``Struct`` fed by ``map`` over the record's columns.
+  with one cached ``Struct`` fed by ``map`` over the record's columns. Payloads that are
+  ``bytes`` of one size (a multiple of 4) are not packed per record at all: one join lays
+  them out between empty row heads and the key columns are copied in by strided
+  memoryview assignments (:func:`_lay_out_rows`).
 
 Fixed-size payload types (``StructPayloadType``/``TuplePayloadType`` with a little-endian
 or size-compatible native format) have their payload format inlined into the record struct.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -88,7 +92,7 @@ class RecordsCodec(Protocol):
         with_acq: bool,
         max_batch_size: int,
         skip_invalid: bool,
-    ) -> Iterator[bytes | memoryview]:
+    ) -> Iterator[bytes | bytearray | memoryview]:
         """Per-cid batches for ``records`` (without request header and end guard)."""
         ...
 
@@ -153,12 +157,17 @@ def group_by_cid(
     lookup and a list append through ``map``). Neither uses a per-record sort key or a sort.
     """
     count = len(cids)
-    first = cids[0]
-    if cids.count(first) == count:
-        return None, [(first, 0, count)]
-    cycle = _cycle(cids)
-    if cycle:
-        return _group_cycle(records, cids, cycle)
+    strided = strided_groups(cids)
+    if strided is not None:
+        if len(strided) == 1:
+            return None, [(cids[0], 0, count)]
+        grouped: list[Any] = []
+        groups = []
+        for cid, offset, step in strided:
+            a = len(grouped)
+            grouped += records[offset::step]
+            groups.append((cid, a, len(grouped)))
+        return grouped, groups
     distinct = sorted(set(cids))
     buckets: dict[int, list[Any]] = {cid: [] for cid in distinct}
     appends = {cid: bucket.append for cid, bucket in buckets.items()}
@@ -172,30 +181,22 @@ def group_by_cid(
     return list(chain.from_iterable(map(buckets.__getitem__, distinct))), groups
 
 
-def _cycle(cids: list[int]) -> int:
-    """The period of cids that repeat a cycle of distinct cids, or 0 (all at C speed)."""
+def strided_groups(cids: list[int]) -> list[tuple[int, int, int]] | None:
+    """[(cid, offset, step)] in ascending cid order when each cid's records are
+    ``records[offset::step]``: one cid, or cids that repeat a cycle of distinct cids. None
+    for any other order. All at C speed."""
+    first = cids[0]
+    if cids.count(first) == len(cids):
+        return [(first, 0, 1)]
     try:
-        period = cids.index(cids[0], 1)
+        period = cids.index(first, 1)
     except ValueError:
-        return 0
+        return None
     if cids[period:] != cids[:-period] or len(set(cids[:period])) != period:
-        return 0
-    return period
-
-
-def _group_cycle(
-    records: list[Any], cids: list[int], period: int
-) -> tuple[list[Any], list[tuple[int, int, int]]]:
-    """:func:`group_by_cid` of records whose cids repeat a cycle of ``period`` distinct cids."""
-    count = len(cids)
-    grouped: list[Any] = []
-    groups = []
-    for offset in sorted(range(period), key=cids.__getitem__):
-        a = len(grouped)
-        grouped += records[offset::period]
-        groups.append((cids[offset], a, len(grouped)))
-    assert len(grouped) == count
-    return grouped, groups
+        return None
+    return [
+        (cids[offset], offset, period) for offset in sorted(range(period), key=cids.__getitem__)
+    ]
 
 
 def _inline_payload(payload_type: PayloadType[Any]) -> tuple[str, bool] | None:
@@ -247,7 +248,7 @@ class RecordCodec:
         with_acq: bool,
         max_batch_size: int,
         skip_invalid: bool,
-    ) -> Iterator[bytes]:
+    ) -> Iterator[bytes | bytearray]:
         """Per-cid batches, one bytes object per chunk of PUT_CHUNK_RECORDS input records."""
         source = iter(records)
         while chunk := list(islice(source, PUT_CHUNK_RECORDS)):
@@ -259,7 +260,7 @@ class RecordCodec:
 
     def encode_chunk(
         self, chunk: list[Record[Any]], with_acq: bool, max_batch_size: int, skip_invalid: bool
-    ) -> tuple[bytes, bool]:
+    ) -> tuple[bytes | bytearray, bool]:
         """Encode one chunk; returns (bytes, False if an invalid key ended the stream here)."""
         try:
             return self._encode_valid(chunk, with_acq, max_batch_size), True
@@ -277,7 +278,9 @@ class RecordCodec:
         # Keys are valid now, so an error here comes from a payload value: the caller's bug.
         return self._encode_valid(chunk, with_acq, max_batch_size), complete
 
-    def _encode_valid(self, chunk: list[Record[Any]], with_acq: bool, max_batch_size: int) -> bytes:
+    def _encode_valid(
+        self, chunk: list[Record[Any]], with_acq: bool, max_batch_size: int
+    ) -> bytes | bytearray:
         """Encode records whose keys are all valid; raises if one is not."""
         cids = list(map(_ITEM0, chunk))  # a record is the flat (cid, mid, moid, cap, acq, value)
         if min(cids) < 0:
@@ -302,12 +305,7 @@ class RecordCodec:
         size = sizes[0]
         one_size = sizes.count(size) == len(sizes) and size <= wire.MAX_PAYLOAD
         if one_size and (raw or set(map(type, payloads)) == {bytes}):
-            # Payloads of one size: one struct packs a whole row, as for a fixed size.
-            if raw:
-                rows = map(_PUTA_FIELDS if with_acq else _PUT_FIELDS, chunk)
-            else:
-                rows = zip(*_key_columns(chunk, with_acq), payloads, strict=True)
-            return self._pack_rows(cids, f"{fields_fmt}{size}s", rows, max_batch_size)
+            return self._encode_one_size(chunk, payloads, cids, size, raw, with_acq, max_batch_size)
         if max(sizes) > wire.MAX_PAYLOAD:
             raise ValueError(f"a payload exceeds the {wire.MAX_PAYLOAD}-byte limit")
         order, groups = group_by_cid(list(range(len(cids))), cids)
@@ -349,6 +347,41 @@ class RecordCodec:
             split_by_count(cid, a, b, packer.size + 4, max_batch_size) for cid, a, b in groups
         )
         return _join_rows(packed if grouped is None else grouped, spans, packer.size)
+
+    def _encode_one_size(
+        self,
+        chunk: list[Record[Any]],
+        payloads: list[bytes],
+        cids: list[int],
+        size: int,
+        raw: bool,
+        with_acq: bool,
+        max_batch_size: int,
+    ) -> bytes | bytearray:
+        """Records whose payloads are ``bytes`` of one ``size``: laid out by
+        :func:`_lay_out_rows` where it applies (rows of whole 4-byte words; one cid or a
+        cycle of cids; batches of many records), otherwise packed whole by one struct per
+        row, as for a fixed-size payload."""
+        key = wire.PUTA_KEY if with_acq else wire.PUT_KEY
+        row_size = 4 + key.size + size
+        strided = strided_groups(cids) if _WORD_ROWS and size % 4 == 0 else None
+        if strided is not None:
+            count = len(cids)
+            runs: list[_Run] = []
+            for cid, offset, step in strided:
+                members = len(range(offset, count, step))
+                for _, a, b, batch_bytes in split_by_count(
+                    cid, 0, members, row_size, max_batch_size
+                ):
+                    runs.append((cid, offset + a * step, step, b - a, batch_bytes))
+            if len(runs) * _MIN_LAID_OUT <= count:
+                return _lay_out_rows(chunk, payloads, runs, key.size + 4, with_acq)
+        rows: Iterable[tuple[Any, ...]]
+        if raw:  # the payloads are the records' own values
+            rows = map(_PUTA_FIELDS if with_acq else _PUT_FIELDS, chunk)
+        else:
+            rows = zip(*_key_columns(chunk, with_acq), payloads, strict=True)
+        return self._pack_rows(cids, f"{key.format}{size}s", rows, max_batch_size)
 
     def _row_struct(self, fmt: str) -> struct.Struct:
         """The cached Struct of a PUT/PUTA row format (bounded like the decoders)."""
@@ -498,6 +531,71 @@ def _join_rows(rows: list[bytes], spans: Iterable[BatchSpan], n: int) -> bytes:
         append(separator)
         append(separator.join(rows[a:b]))
     return b"".join(parts)
+
+
+_WORD_ROWS = sys.byteorder == "little" and array("i").itemsize == 4 and array("q").itemsize == 8
+"""Rows can be laid out in native 4-byte words (the wire is little-endian)."""
+
+_MIN_LAID_OUT = 32
+""":func:`_lay_out_rows` runs only where batches average at least this many records: its
+Python work is per batch and key field, which would cost more than per-row packing for
+batches of a few records (many cids in one chunk, or a tiny ``max_batch_size``)."""
+
+# (record field, int64?, offset of its first 4-byte word in a row) of each key field.
+_KEY_WORDS = [(1, True, 1), (2, False, 3), (3, True, 4)]
+_KEY_WORDS_ACQ = [*_KEY_WORDS, (4, True, 6)]
+
+
+_Run = tuple[int, int, int, int, int]
+"""(cid, start, step, count, batch_bytes): one batch of the records
+``records[start : start + count * step : step]``."""
+
+
+def _lay_out_rows(
+    records: list[Record[Any]],
+    payloads: list[bytes],
+    runs: list[_Run],
+    head: int,
+    with_acq: bool,
+) -> bytearray:
+    """The batches of ``runs`` for payloads of one size, a multiple of 4, without packing
+    each row: no per-record call runs in Python or struct.
+
+    One ``bytearray.join`` lays out the batch headers and the payloads with a row head of
+    ``head`` bytes between them (n set, key zero); then each key field, read once from the
+    records in their order into an ``array`` column, is copied into the row heads by one
+    strided memoryview assignment per 4-byte word and batch (an int64 field is two words,
+    low first: the machine and the wire are both little-endian). A batch of a cid cycle
+    reads its column with the cycle's step, so the records are never reordered.
+    """
+    pieces: list[bytes] = []
+    for cid, start, step, count, batch_bytes in runs:
+        header = wire.BATCH_HEADER.pack(cid, batch_bytes)
+        if pieces:  # the join's row head goes after the header: [.. p][H][head][p ..]
+            pieces[-1] += header
+        else:
+            pieces.append(header)
+        pieces += payloads[start : start + count * step : step]
+    row_size = head + len(payloads[0])
+    buf = bytearray(wire.INT32.pack(row_size - 4) + bytes(head - 4)).join(pieces)
+    words = memoryview(buf).cast("i")
+    stride = row_size // 4
+    header_words = wire.BATCH_HEADER.size // 4
+    for field, wide, offset in _KEY_WORDS_ACQ if with_acq else _KEY_WORDS:
+        column = array("q" if wide else "i", list(map(itemgetter(field), records)))
+        parts = 2 if wide else 1
+        source = memoryview(column).cast("B").cast("i")
+        at = 0  # the word of the batch header
+        for _, start, step, count, batch_bytes in runs:
+            first = at + header_words + offset
+            stop = first + count * stride
+            end = (start + count * step) * parts
+            for part in range(parts):
+                words[first + part : stop : stride] = source[
+                    start * parts + part : end : step * parts
+                ]
+            at += header_words + batch_bytes // 4
+    return buf
 
 
 def _join_pieces(

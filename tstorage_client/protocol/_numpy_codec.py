@@ -69,7 +69,7 @@ class NumpyCodec:
         with_acq: bool,
         max_batch_size: int,
         skip_invalid: bool,
-    ) -> Iterator[bytes | memoryview]:
+    ) -> Iterator[bytes | bytearray | memoryview]:
         """Per-cid batches from a structured array / dict of arrays (or Record objects)."""
         if not isinstance(records, np.ndarray | Mapping):
             yield from self._records.encode_put_body(
@@ -131,7 +131,7 @@ class NumpyCodec:
         wire_dtype: np.dtype[Any],
         max_batch_size: int,
         skip_invalid: bool,
-    ) -> Generator[bytes | memoryview, None, bool]:
+    ) -> Generator[bytes | bytearray | memoryview, None, bool]:
         """The batches of one step of rows; returns False when an invalid row ended the put."""
         cids = columns["cid"]
         if len(cids) == 0:
@@ -240,7 +240,7 @@ def _batches(
     record_size: int,
     max_batch_size: int,
     pack: Callable[[int, int], memoryview],
-) -> Iterator[bytes | memoryview]:
+) -> Iterator[bytes | bytearray | memoryview]:
     """The per-cid batches of the runs ``(cid, start, stop)``: headers and packed rows.
 
     ``pack(start, stop)`` gives the rows as a byte view; each batch is packed when it is

@@ -121,7 +121,7 @@ def encode_put(
     with_acq: bool = False,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     skip_invalid: bool = False,
-) -> Iterator[bytes | memoryview]:
+) -> Iterator[bytes | bytearray | memoryview]:
     """The PUT (or PUTA with ``with_acq``) request as byte chunks of bounded size.
 
     Records are grouped into per-cid batches of at most ``max_batch_size`` bytes (at least
@@ -137,7 +137,9 @@ def encode_put(
     return _put_chunks(wire.HEADER.pack(request, 0), body)
 
 
-def _put_chunks(head: bytes, body: Iterator[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+def _put_chunks(
+    head: bytes, body: Iterator[bytes | bytearray | memoryview]
+) -> Iterator[bytes | bytearray | memoryview]:
     first = next(body, b"")
     if len(first) < _JOIN_BELOW:
         # The header rides with the first chunk: one write fewer for small puts.
