@@ -18,7 +18,8 @@ get_iter figures count the Record items (every record is built). Each figure is 
 channels) and prints them beside the reference client's figures, with the median and the
 range of ``--repeat`` runs, and the peak RSS (VmHWM) of a get() of 2 M records in a fresh
 process per channel, and beside it the peak of a process holding the same records in the
-reference's documented data model (slotted dataclasses Key and Record):
+reference's documented data model (slotted dataclasses Key and Record); the RSS row is
+judged against that model (the issue's target is ≤ 1.0x the reference):
 
     python benchmarks/bench_client.py --targets [--repeat R] [--clock wall|cpu]
 
@@ -67,6 +68,7 @@ from tstorage_client.protocol.client import (
     encode_put,
 )
 from tstorage_client.record import Key, Record
+from tstorage_client.response import ResponseAcq
 
 try:
     from tstorage_client.protocol.codecs import codec_for
@@ -270,9 +272,10 @@ def core_get(work: Workload) -> int:
         else:
             parser.feed_eof()
         while (event := parser.next_event()) is not NEED_DATA:
-            if type(event) is RecordsBatch:
+            if isinstance(event, RecordsBatch):
                 batches.append(event.records)
             else:
+                assert isinstance(event, ResponseAcq)
                 assert event.is_ok(), event
                 return sum(map(len, batches))
     raise AssertionError("no final response")
@@ -592,19 +595,25 @@ def targets(records: int, repeat: int, clock_name: str) -> None:
             f" | {'yes' if worst >= target else 'no'} |",
             flush=True,
         )
-    case, _, high, target, unit = TARGETS[-1]
+    # The target is a ratio (≤ 1.0x the reference). Its 479 MiB came from a lighter
+    # workload than this one (four distinct non-small ints per record here), so the ratio is
+    # taken against the reference's own data model holding these very records: a lower
+    # bound of the reference's peak (its receive buffers and transients not counted).
+    case, _, high, _, unit = TARGETS[-1]
+    model, model_before = _model_rss(2_000_000)
     sync_rss, async_rss, sync_before, async_before = _peak_rss(2_000_000)
     worst = max(sync_rss, async_rss)
     print(
-        f"| {case} | {high:g} {unit} | {sync_rss:.0f} (before the get: {sync_before:.0f})"
-        f" | {async_rss:.0f} (before: {async_before:.0f}) | {worst / high:.2f}x | ≤ {target:g}"
-        f" | {'yes' if worst <= target else 'no'} |"
+        f"| {case} | ≥ {model:.0f} {unit} (its data model, these records; the issue's run:"
+        f" {high:g}) | {sync_rss:.0f} (before the get: {sync_before:.0f})"
+        f" | {async_rss:.0f} (before: {async_before:.0f}) | {worst / model:.2f}x | ≤ 1.0x"
+        f" | {'yes' if worst <= model else 'no'} |"
     )
-    model, model_before = _model_rss(2_000_000)
     print(
         f"\nthe reference's data model (slotted dataclasses Key and Record) holding the same"
         f" 2 M records: {model:.0f} MiB (before: {model_before:.0f}), a lower bound of the"
-        f" reference's peak on this workload; ours / model: {worst / model:.2f}x"
+        f" reference's peak on this workload; against the issue's {high:g} MiB: "
+        f"{worst / high:.2f}x"
     )
     load = os.getloadavg()
     print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -652,7 +661,7 @@ def ceiling(repeat: int) -> None:
         # Fresh memory each time is what a get that returns its array must pay for (page
         # faults); the client's get receives into a mapping with huge pages, like the last.
         if kind == "get, fresh np.empty":
-            target = memoryview(np.empty(get_size, np.uint8))
+            target = memoryview(np.empty(get_size, np.uint8).data)
         elif kind == "get, fresh mapping, huge pages":
             mapping = mmap.mmap(-1, get_size, flags=mmap.MAP_PRIVATE)
             mapping.madvise(mmap.MADV_HUGEPAGE)

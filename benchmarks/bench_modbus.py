@@ -284,7 +284,7 @@ def main() -> None:
         asyncio.run(serve(count, None if pty == "-" else pty))
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "plugins" / "modbus"))
-    from modbus_harness import PtyPair
+    from modbus_harness import PtyPair  # type: ignore[import-not-found]
 
     from tstorage_server.testing import ServerProcess
 

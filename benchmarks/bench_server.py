@@ -78,7 +78,7 @@ class Stopwatch:
 
     def _cpu(self) -> float:
         times = self.server.cpu_times()
-        return times.user + times.system
+        return float(times.user + times.system)
 
     def row(self, workload: str, records: int, func: Callable[[], object]) -> str:
         cpu = self._cpu()
