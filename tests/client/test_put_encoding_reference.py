@@ -8,6 +8,7 @@ the wire bytes of both must be identical for any valid input, cids interleaved o
 from __future__ import annotations
 
 import struct
+from itertools import accumulate
 from typing import Any
 
 import pytest
@@ -203,22 +204,24 @@ def test_the_word_layout_runs_for_one_size_payloads_and_not_for_others(
             for i, value in enumerate(values)
         ]
         codec = RecordCodec(payload_type)
+        seen = len(laid_out)
         got = b"".join(encode_put(codec, records, with_acq=True, max_batch_size=2**31 - 1))
-        # The library encodes chunk by chunk: compare chunk-wise references.
+        # The library encodes chunk by chunk: compare chunk-wise references (the chunks
+        # the layout saw, or one chunk of them all).
+        ends = list(accumulate(laid_out[seen:])) or [len(records)]
         want = [
-            reference_put(payload_type, records[a : a + 16384], True, 2**31 - 1)[12:-4]
-            for a in range(0, len(records), 16384)
+            reference_put(payload_type, records[a:b], True, 2**31 - 1)[12:-4]
+            for a, b in zip([0, *ends], ends, strict=False)
         ]
         assert got == struct.pack("<iQ", 6, 0) + b"".join(want) + struct.pack("<i", -1)
         return got
 
-    count = 40_000  # three encoding chunks
-    encoded(BytesPayloadType(), [bytes([i % 251]) * 100 for i in range(count)], 1)
-    assert laid_out == [16384, 16384, count - 2 * 16384]
-    laid_out.clear()
-    encoded(BytesPayloadType(), [bytes([i % 251]) * 100 for i in range(count)], 10)
-    assert laid_out == [16384, 16384, count - 2 * 16384]
-    laid_out.clear()
+    count = 40_000  # several encoding chunks
+    for cids in (1, 10):
+        encoded(BytesPayloadType(), [bytes([i % 251]) * 100 for i in range(count)], cids)
+        assert sum(laid_out) == count
+        assert len(laid_out) > 2
+        laid_out.clear()
     # The payload type's bytes, not the record's values:
     encoded(_Int64Bytes(), list(range(1000)), 3)
     encoded(BytesPayloadType(), [bytearray([i % 251]) * 100 for i in range(1000)], 1)
@@ -243,3 +246,28 @@ def test_a_bad_key_among_laid_out_rows_ends_or_is_skipped_as_in_per_row_packing(
         ended = b"".join(encode_put(RecordCodec(payload_type), records))
         assert ended == reference_put(payload_type, good, False, 2**31 - 1)
     assert laid_out  # the valid records were laid out after the bad one was found
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "value", "row"),
+    [(BytesPayloadType(), bytes(100), 124), (StructPayloadType("<d"), 0.5, 32)],
+)
+def test_put_chunks_hold_about_a_mebibyte_after_the_first(
+    payload_type: PayloadType[Any], value: Any, row: int
+) -> None:
+    # The first chunk takes 16384 records; later ones as many as make about 1 MiB of wire
+    # bytes (at most 16384): 100-byte payloads take fewer, small rows as many.
+    count = 100_000
+    records = [Record(Key(3, i, 0, i), value) for i in range(count)]
+    bodies = list(
+        RecordCodec(payload_type).encode_put_body(
+            records, with_acq=False, max_batch_size=2**31 - 1, skip_invalid=False
+        )
+    )
+    assert len(bodies[0]) == 8 + 16384 * row
+    taken = [(len(body) - 8) // row for body in bodies]
+    assert sum(taken) == count
+    assert all(len(body) == 8 + n * row for body, n in zip(bodies, taken, strict=True))
+    per_chunk = min(16384, (1 << 20) * 16384 // len(bodies[0]))
+    assert taken[1:-1] == [per_chunk] * (len(taken) - 2)
+    assert per_chunk < 16384 if row > 64 else per_chunk == 16384
