@@ -271,3 +271,15 @@ def test_put_chunks_hold_about_a_mebibyte_after_the_first(
     per_chunk = min(16384, (1 << 20) * 16384 // len(bodies[0]))
     assert taken[1:-1] == [per_chunk] * (len(taken) - 2)
     assert per_chunk < 16384 if row > 64 else per_chunk == 16384
+
+
+def test_put_chunks_of_large_payloads_still_take_1024_records() -> None:
+    # 4000-byte payloads would make ~260 records a MiB; a chunk takes at least 1024.
+    row = 4 + 20 + 4000
+    records = [Record(Key(0, i, 0, i), bytes(4000)) for i in range(16384 + 3000)]
+    bodies = list(
+        RecordCodec(BytesPayloadType()).encode_put_body(
+            records, with_acq=False, max_batch_size=2**31 - 1, skip_invalid=False
+        )
+    )
+    assert [(len(body) - 8) // row for body in bodies] == [16384, 1024, 1024, 952]
